@@ -1,0 +1,1 @@
+"""ember: a PyTorch-native LLM model zoo, quantization workbench and inference runtime."""

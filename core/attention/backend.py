@@ -1,0 +1,41 @@
+"""The interface every attention backend plugin implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Protocol
+
+import torch
+
+from ember.attention.metadata import AttentionMetadata
+
+
+class AttentionLayerSpec(Protocol):
+    """What a backend may read from the layer it serves (ember.layers.attention.Attention provides it)."""
+
+    layer_idx: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    scale: float
+    sliding_window: int | None   # attend to keys with q_pos - k_pos < sliding_window; None = full
+    logits_soft_cap: float | None
+
+
+class AttentionBackend(ABC):
+    """One object per engine, shared by all layers; the engine picks it by registry name."""
+
+    name: str = ""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype) -> None:
+        self.device = torch.device(device)
+        self.dtype = dtype
+
+    @abstractmethod
+    def forward(self, layer: AttentionLayerSpec, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                kv_cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        """Write the new k/v into `kv_cache` at `meta.slot_mapping`, then attend.
+
+        q: [T, Hq, D], k and v: [T, Hkv, D], kv_cache: [2, num_blocks, block_size, Hkv, D] -> out [T, Hq, D].
+        Query i of a sequence sits at position seq_len - query_len + i and sees keys at positions <= its own.
+        """

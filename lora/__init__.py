@@ -1,0 +1,1 @@
+"""LoRA adapters: formats and multi-adapter batching."""

@@ -1,0 +1,1 @@
+"""Quantization recipes, calibration data, checkpoint export and quantized linear kernels (see the quantization issue)."""

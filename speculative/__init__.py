@@ -1,0 +1,1 @@
+"""Speculative decoding: draft methods and verification."""

@@ -1,0 +1,54 @@
+"""Engine configuration: small frozen dataclasses, validated on construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class KvCacheConfig:
+    """How the paged KV cache is laid out and sized.
+
+    On CUDA the cache takes `gpu_memory_utilization` of the GPU minus what the weights and a warm-up step use;
+    on CPU it is `num_blocks`, or enough blocks for `max_num_seqs * max_model_len` tokens capped at
+    `cpu_kv_cache_gb`. An explicit `num_blocks` always wins.
+    """
+
+    block_size: int = 16
+    num_blocks: int | None = None
+    enable_prefix_caching: bool = True
+    gpu_memory_utilization: float = 0.9
+    cpu_kv_cache_gb: float = 4.0
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.block_size <= 128:
+            raise ValueError(f"block_size must be in [8, 128], got {self.block_size}")
+        if self.num_blocks is not None and self.num_blocks < 1:
+            raise ValueError(f"num_blocks must be >= 1 or None (size automatically), got {self.num_blocks}")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.cpu_kv_cache_gb <= 0:
+            raise ValueError(f"cpu_kv_cache_gb must be > 0, got {self.cpu_kv_cache_gb}")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Scheduler limits and runtime choices; `max_model_len` is filled from the checkpoint when None."""
+
+    max_num_seqs: int = 256
+    max_num_tokens: int = 4096
+    max_model_len: int | None = None
+    kv_cache: KvCacheConfig = field(default_factory=KvCacheConfig)
+    enable_chunked_prefill: bool = True
+    attention_backend: str = "torch"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
+        if self.max_num_tokens < 1:
+            raise ValueError(f"max_num_tokens must be >= 1, got {self.max_num_tokens}")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ValueError(f"max_model_len must be >= 1 or None (use the checkpoint's), got {self.max_model_len}")
+        if not isinstance(self.kv_cache, KvCacheConfig):
+            raise ValueError(f"kv_cache must be a KvCacheConfig, got {type(self.kv_cache).__name__}")

@@ -1,0 +1,140 @@
+"""ModelRunner: owns the KV cache, turns a scheduled batch into one flattened forward pass and samples."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from ember.attention.metadata import build_metadata
+from ember.config import EngineConfig
+from ember.engine.sampler import Sampler, SamplingBatch
+from ember.engine.scheduler import ScheduledBatch
+from ember.engine.sequence import Sequence
+from ember.layers.attention import Attention
+from ember.plugins import get_registry
+
+logger = logging.getLogger("ember.engine")
+
+StepResult = tuple[Sequence, int, dict[int, float] | None]   # (sequence, sampled token id, logprobs)
+
+
+class ModelRunner:
+    def __init__(self, model: nn.Module, config: EngineConfig, device: torch.device, dtype: torch.dtype,
+                 max_model_len: int) -> None:
+        self.model = model
+        self.config = config
+        self.device = device
+        self.dtype = dtype
+        self.max_model_len = max_model_len
+        self.block_size = config.kv_cache.block_size
+        self.backend = get_registry().load("attention_backend", config.attention_backend)(device, dtype)
+        layers = sorted((m for m in model.modules() if isinstance(m, Attention)), key=lambda m: m.layer_idx)
+        if not layers:
+            raise ValueError(f"{type(model).__name__} has no ember.layers.attention.Attention modules; "
+                             "model plugins must build their attention from that layer")
+        self.layers = layers
+        self.num_blocks = config.kv_cache.num_blocks or self._auto_num_blocks()
+        self.kv_caches = self._allocate(self.num_blocks)
+        self.sampler = Sampler(device, config.seed)
+
+    def _allocate(self, num_blocks: int) -> list[torch.Tensor]:
+        """One [2, num_blocks, block_size, Hkv, D] cache per attention layer, indexed by layer_idx."""
+        caches: list[torch.Tensor] = [torch.empty(0)] * (self.layers[-1].layer_idx + 1)
+        for layer in self.layers:
+            caches[layer.layer_idx] = torch.zeros(2, num_blocks, self.block_size, layer.num_kv_heads,
+                                                  layer.head_dim, dtype=self.dtype, device=self.device)
+        return caches
+
+    def _bytes_per_block(self) -> int:
+        elem = torch.empty(0, dtype=self.dtype).element_size()
+        return sum(2 * self.block_size * layer.num_kv_heads * layer.head_dim * elem for layer in self.layers)
+
+    def _auto_num_blocks(self) -> int:
+        """CPU: enough for max_num_seqs full-length sequences, capped at cpu_kv_cache_gb.
+        CUDA: gpu_memory_utilization of the GPU minus weights, other processes and a profiled worst-case step."""
+        kv = self.config.kv_cache
+        per_block = self._bytes_per_block()
+        if self.device.type != "cuda":
+            wanted = self.config.max_num_seqs * -(-self.max_model_len // self.block_size)
+            return max(1, min(wanted, int(kv.cpu_kv_cache_gb * 2**30 // per_block)))
+        activation = self._profile_step()
+        free, total = torch.cuda.mem_get_info(self.device)
+        budget = total * kv.gpu_memory_utilization - (total - free) - activation
+        num_blocks = int(budget // per_block)
+        if num_blocks < 1:
+            raise ValueError(f"no GPU memory left for the KV cache ({budget / 2**30:.2f} GiB after weights and "
+                             f"activations); raise gpu_memory_utilization, lower max_num_tokens or use a smaller dtype")
+        logger.info("KV cache: %d blocks of %d tokens (%.2f GiB)", num_blocks, self.block_size,
+                    num_blocks * per_block / 2**30)
+        return num_blocks
+
+    @torch.inference_mode()
+    def _profile_step(self) -> int:
+        """Peak activation bytes of a full max_num_tokens prefill step, run on a throwaway cache just big enough."""
+        lens, left = [], self.config.max_num_tokens
+        while left > 0:
+            lens.append(min(left, self.max_model_len))
+            left -= lens[-1]
+        blocks = [-(-n // self.block_size) for n in lens]
+        caches = self._allocate(sum(blocks))
+        tables, start = [], 0
+        for b in blocks:
+            tables.append(list(range(start, start + b)))
+            start += b
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        before = torch.cuda.memory_allocated(self.device)
+        meta = build_metadata(self.backend, caches, self.block_size, lens, lens, tables, self.device)
+        ids = torch.zeros(sum(lens), dtype=torch.long, device=self.device)
+        positions = torch.cat([torch.arange(n, device=self.device) for n in lens])
+        hidden = self.model(ids, positions, meta)
+        self.model.compute_logits(hidden[-self.config.max_num_seqs:])
+        torch.cuda.synchronize(self.device)
+        peak = torch.cuda.max_memory_allocated(self.device) - before
+        del caches, meta, hidden
+        torch.cuda.empty_cache()
+        return peak
+
+    @torch.inference_mode()
+    def execute(self, batch: ScheduledBatch, eos_ids: list[int]) -> list[StepResult]:
+        """Forward all scheduled tokens; sample for the sequences whose chunk reaches their last token."""
+        input_ids: list[int] = []
+        positions: list[int] = []
+        seq_lens: list[int] = []
+        sample_rows: list[int] = []
+        sample_seqs: list[Sequence] = []
+        for seq, n in zip(batch.seqs, batch.num_new_tokens):
+            start = seq.num_computed_tokens
+            input_ids += seq.token_ids[start:start + n]
+            positions += range(start, start + n)
+            seq_lens.append(start + n)
+            if start + n == seq.num_tokens:
+                sample_rows.append(len(input_ids) - 1)
+                sample_seqs.append(seq)
+        meta = build_metadata(self.backend, self.kv_caches, self.block_size, batch.num_new_tokens, seq_lens,
+                              [s.block_table for s in batch.seqs], self.device)
+        ids_t = torch.tensor(input_ids, dtype=torch.long).to(self.device, non_blocking=True)       # [T]
+        pos_t = torch.tensor(positions, dtype=torch.long).to(self.device, non_blocking=True)       # [T]
+        hidden = self.model(ids_t, pos_t, meta)                                                      # [T, H]
+        if not sample_seqs:
+            return []
+        rows = torch.tensor(sample_rows, dtype=torch.long).to(self.device, non_blocking=True)
+        logits = self.model.compute_logits(hidden[rows])                                            # [N, V]
+        sampling = SamplingBatch.build(sample_seqs, eos_ids, logits.shape[-1], self.device)
+        sampled, logprobs = self.sampler(logits, sampling)
+        if logprobs is None:
+            return [(s, t, None) for s, t in zip(sample_seqs, sampled.tolist())]   # the one host transfer
+        packed = torch.cat([sampled[:, None].double(), logprobs], dim=1).tolist()   # one transfer, ids included
+        return [(s, int(row[0]), _logprob_dict(row, s.params.logprobs)) for s, row in zip(sample_seqs, packed)]
+
+
+def _logprob_dict(row: list[float], k: int | None) -> dict[int, float] | None:
+    """Packed row [id, lp_sampled, K top lps, K top ids] -> {top-k ids and the sampled id: logprob}."""
+    if k is None:
+        return None
+    width = (len(row) - 2) // 2
+    out = {int(row[2 + width + j]): row[2 + j] for j in range(k)}
+    out[int(row[0])] = row[1]
+    return out

@@ -1,0 +1,150 @@
+"""Triton kernels behind the triton attention backend: KV-cache write, paged flash attention, split-KV reduce."""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+LOG2E = tl.constexpr(1.4426950408889634)  # globals reach @jit code only as constexpr
+
+
+@triton.jit
+def write_kv_kernel(k_ptr, v_ptr, cache_ptr, slot_ptr, stride_kt, stride_kh, stride_vt, stride_vh, v_plane,
+                    HKV: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr):
+    """Grid (T, Hkv): copy k[t, h] and v[t, h] into cache slot slot_mapping[t]; a negative slot is padding."""
+    t = tl.program_id(0)
+    h = tl.program_id(1)
+    slot = tl.load(slot_ptr + t)
+    if slot >= 0:
+        offs_d = tl.arange(0, D_PAD)
+        d_ok = offs_d < D
+        dst = slot * (HKV * D) + h * D + offs_d                     # int64: caches pass 2**31 elements
+        k = tl.load(k_ptr + t * stride_kt + h * stride_kh + offs_d, mask=d_ok)
+        v = tl.load(v_ptr + t * stride_vt + h * stride_vh + offs_d, mask=d_ok)
+        tl.store(cache_ptr + dst, k.to(cache_ptr.dtype.element_ty), mask=d_ok)
+        tl.store(cache_ptr + v_plane + dst, v.to(cache_ptr.dtype.element_ty), mask=d_ok)
+
+
+@triton.jit
+def paged_attention_kernel(
+    q_ptr, cache_ptr, out_ptr, part_acc_ptr, part_m_ptr, part_l_ptr,
+    block_tables_ptr, seq_lens_ptr, query_start_ptr,
+    stride_qt, stride_qh, stride_ot, stride_oh, stride_bt, v_plane,
+    scale, soft_cap, window, NUM_SPLITS,
+    HQ: tl.constexpr, HKV: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr,
+    D: tl.constexpr, D_PAD: tl.constexpr, PAGE: tl.constexpr,
+    BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
+    USE_SOFT_CAP: tl.constexpr, USE_WINDOW: tl.constexpr, FP32_DOT: tl.constexpr,
+):
+    """Grid (B, query tiles, Hkv * NUM_SPLITS). NUM_SPLITS is a run-time argument: it follows the context
+    length, and a constexpr would compile a new kernel each time it changes.
+
+    One program takes BLOCK_Q queries of one sequence times the GROUP query heads that share kv head `kvh`
+    (rows = BLOCK_Q * GROUP_PAD), so each K/V tile is loaded once for the whole group, and walks its share of
+    the visible keys, gathered token by token through the block table. With NUM_SPLITS == 1 it writes the
+    normalised output; otherwise it writes an unnormalised partial (acc, running max m, sum l) for reduce.
+    """
+    seq = tl.program_id(0)
+    tile = tl.program_id(1)
+    kvh = tl.program_id(2) // NUM_SPLITS
+    split = tl.program_id(2) % NUM_SPLITS
+    q_start = tl.load(query_start_ptr + seq)
+    q_len = tl.load(query_start_ptr + seq + 1) - q_start
+    if tile * BLOCK_Q >= q_len:
+        return
+    seq_len = tl.load(seq_lens_ptr + seq)
+    ctx_len = seq_len - q_len                                        # position of this sequence's query 0
+
+    BLOCK_M: tl.constexpr = BLOCK_Q * GROUP_PAD
+    rows = tl.arange(0, BLOCK_M)
+    qi = tile * BLOCK_Q + rows // GROUP_PAD                          # query index inside the sequence
+    g = rows % GROUP_PAD
+    row_ok = (qi < q_len) & (g < GROUP)
+    q_pos = ctx_len + qi
+    head = kvh * GROUP + g
+    offs_d = tl.arange(0, D_PAD)
+    d_ok = offs_d < D
+    q_tok = (q_start + qi).to(tl.int64)
+    q = tl.load(q_ptr + q_tok[:, None] * stride_qt + head[:, None] * stride_qh + offs_d[None, :],
+                mask=row_ok[:, None] & d_ok[None, :], other=0.0)    # [M, D]
+    if FP32_DOT:
+        q = q.to(tl.float32)                                         # K, V and P follow q's dtype below
+
+    # Keys this tile can see: [lo, hi); this split takes an even, BLOCK_N-aligned share of them.
+    hi = tl.minimum(ctx_len + (tile + 1) * BLOCK_Q, seq_len)
+    lo = 0
+    if USE_WINDOW:
+        lo = tl.maximum(ctx_len + tile * BLOCK_Q - window + 1, 0)
+    span = tl.cdiv(tl.cdiv(hi - lo, NUM_SPLITS), BLOCK_N) * BLOCK_N
+    s_lo = lo + split * span
+    s_hi = tl.minimum(s_lo + span, hi)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, D_PAD], tl.float32)
+    kv_head_off = kvh * D
+    for start in range(s_lo, s_hi, BLOCK_N):
+        offs_n = start + tl.arange(0, BLOCK_N)
+        n_ok = offs_n < s_hi
+        blk = tl.load(block_tables_ptr + seq * stride_bt + offs_n // PAGE, mask=n_ok, other=0)
+        kv_off = (blk.to(tl.int64) * PAGE + offs_n % PAGE) * (HKV * D) + kv_head_off     # [N]
+        k = tl.load(cache_ptr + kv_off[None, :] + offs_d[:, None],
+                    mask=n_ok[None, :] & d_ok[:, None], other=0.0).to(q.dtype)           # [D, N]
+        if FP32_DOT:
+            s = tl.dot(q, k, input_precision="ieee")
+        else:
+            s = tl.dot(q, k)                                                             # [M, N] fp32
+        if USE_SOFT_CAP:
+            s = s * scale / soft_cap
+            s = soft_cap * (1.0 - 2.0 / (tl.exp(2.0 * s) + 1.0)) * LOG2E               # cap * tanh, log2 units
+        else:
+            s = s * (scale * LOG2E)
+        visible = n_ok[None, :] & (offs_n[None, :] <= q_pos[:, None])
+        if USE_WINDOW:
+            visible = visible & ((q_pos[:, None] - offs_n[None, :]) < window)
+        s = tl.where(visible, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)        # rows with nothing visible yet stay at 0
+        p = tl.exp2(s - m_use[:, None])
+        alpha = tl.exp2(m_i - m_use)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(cache_ptr + v_plane + kv_off[:, None] + offs_d[None, :],
+                    mask=n_ok[:, None] & d_ok[None, :], other=0.0).to(q.dtype)           # [N, D]
+        if FP32_DOT:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+
+    if NUM_SPLITS == 1:
+        out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
+        tl.store(out_ptr + q_tok[:, None] * stride_ot + head[:, None] * stride_oh + offs_d[None, :],
+                 out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+    else:
+        part = (q_tok * HQ + head) * NUM_SPLITS + split                                  # [M]
+        tl.store(part_acc_ptr + part[:, None] * D + offs_d[None, :], acc, mask=row_ok[:, None] & d_ok[None, :])
+        tl.store(part_m_ptr + part, m_i, mask=row_ok)
+        tl.store(part_l_ptr + part, l_i, mask=row_ok)
+
+
+@triton.jit
+def reduce_splits_kernel(part_acc_ptr, part_m_ptr, part_l_ptr, out_ptr, stride_ot, stride_oh, NUM_SPLITS,
+                         HQ: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr, SPLITS_PAD: tl.constexpr):
+    """Grid (T, Hq): merge the NUM_SPLITS partial softmaxes of one (token, head) row into the output."""
+    t = tl.program_id(0).to(tl.int64)
+    h = tl.program_id(1)
+    offs_s = tl.arange(0, SPLITS_PAD)
+    s_ok = offs_s < NUM_SPLITS
+    offs_d = tl.arange(0, D_PAD)
+    d_ok = offs_d < D
+    base = (t * HQ + h) * NUM_SPLITS
+    m = tl.load(part_m_ptr + base + offs_s, mask=s_ok, other=float("-inf"))
+    l = tl.load(part_l_ptr + base + offs_s, mask=s_ok, other=0.0)
+    m_max = tl.max(m, 0)
+    m_max = tl.where(m_max == float("-inf"), 0.0, m_max)
+    w = tl.exp2(m - m_max)                                            # empty splits (m = -inf) weigh 0
+    acc = tl.load(part_acc_ptr + (base + offs_s)[:, None] * D + offs_d[None, :],
+                  mask=s_ok[:, None] & d_ok[None, :], other=0.0)
+    denom = tl.sum(l * w, 0)
+    out = tl.sum(acc * w[:, None], 0) / tl.where(denom > 0.0, denom, 1.0)
+    tl.store(out_ptr + t * stride_ot + h * stride_oh + offs_d, out.to(out_ptr.dtype.element_ty), mask=d_ok)

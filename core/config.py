@@ -42,6 +42,10 @@ class EngineConfig:
     enable_chunked_prefill: bool = True
     attention_backend: str = "torch"
     seed: int = 0
+    # Decode steps replay CUDA graphs captured per batch-size bucket (CUDA + a graph-safe attention backend only;
+    # other devices and backends run eagerly whatever this says). False = eager everywhere (enforce_eager).
+    cuda_graphs: bool = True
+    cuda_graph_max_batch: int = 512      # largest captured bucket (capped at max_num_seqs); bigger batches run eager
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1:
@@ -50,5 +54,7 @@ class EngineConfig:
             raise ValueError(f"max_num_tokens must be >= 1, got {self.max_num_tokens}")
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ValueError(f"max_model_len must be >= 1 or None (use the checkpoint's), got {self.max_model_len}")
+        if self.cuda_graph_max_batch < 1:
+            raise ValueError(f"cuda_graph_max_batch must be >= 1, got {self.cuda_graph_max_batch}")
         if not isinstance(self.kv_cache, KvCacheConfig):
             raise ValueError(f"kv_cache must be a KvCacheConfig, got {type(self.kv_cache).__name__}")

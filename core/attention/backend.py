@@ -26,6 +26,9 @@ class AttentionBackend(ABC):
     """One object per engine, shared by all layers; the engine picks it by registry name."""
 
     name: str = ""
+    # True when a decode-only step's launches depend on nothing but the batch size and `meta.seq_len_bound`
+    # (no host reads of this step's lengths), so the engine may capture it in a CUDA graph and replay it.
+    supports_cuda_graphs: bool = False
 
     def __init__(self, device: torch.device, dtype: torch.dtype) -> None:
         self.device = torch.device(device)

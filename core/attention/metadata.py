@@ -30,6 +30,9 @@ class AttentionMetadata:
     query_lens_cpu: list[int]       # host copies, so reference code never syncs with the device
     seq_lens_cpu: list[int]
     block_size: int
+    # Upper bound on seq_lens for sizing launch grids. CUDA-graph capture sets it (max_model_len) so a backend's
+    # grid / split count is fixed per batch bucket and the replayed kernels read the true lengths on the device.
+    seq_len_bound: int | None = None
 
     @property
     def num_seqs(self) -> int:

@@ -41,6 +41,7 @@ class TritonAttentionBackend(AttentionBackend):
     second kernel; prefill and mixed steps tile the queries. GQA heads that share a kv head share one program."""
 
     name = "triton"
+    supports_cuda_graphs = True   # decode grid = (B, 1, Hkv * splits), splits fixed by meta.seq_len_bound
 
     def __init__(self, device: torch.device, dtype: torch.dtype) -> None:
         super().__init__(device, dtype)
@@ -119,8 +120,11 @@ class TritonAttentionBackend(AttentionBackend):
     def _num_splits(self, meta: AttentionMetadata, window: int | None, block_q: int, programs: int) -> int:
         """Enough key splits to give every SM about two programs, never under min_split_tokens keys per split.
 
-        Decided from the host lists alone (no device sync)."""
-        keys = meta.max_seq_len if window is None else min(meta.max_seq_len, window + block_q - 1)
+        Decided from the host lists alone (no device sync). Under CUDA-graph capture `meta.seq_len_bound` fixes the
+        count per batch bucket; the kernel derives each split's key span from the device seq_lens at replay."""
+        bound = getattr(meta, "seq_len_bound", None)   # (test doubles of the metadata may lack the field)
+        longest = bound if bound is not None else meta.max_seq_len
+        keys = longest if window is None else min(longest, window + block_q - 1)
         want = _cdiv(2 * self.num_sms, max(programs, 1))
         return max(1, min(want, _cdiv(keys, self.min_split_tokens), self.max_splits))
 

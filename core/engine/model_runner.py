@@ -9,6 +9,7 @@ from torch import nn
 
 from ember.attention.metadata import build_metadata
 from ember.config import EngineConfig
+from ember.engine.cuda_graph import DecodeGraphs
 from ember.engine.sampler import Sampler, SamplingBatch
 from ember.engine.scheduler import ScheduledBatch
 from ember.engine.sequence import Sequence
@@ -38,6 +39,17 @@ class ModelRunner:
         self.num_blocks = config.kv_cache.num_blocks or self._auto_num_blocks()
         self.kv_caches = self._allocate(self.num_blocks)
         self.sampler = Sampler(device, config.seed)
+        self.graphs: DecodeGraphs | None = None
+        if self.use_cuda_graphs:
+            self.graphs = DecodeGraphs(model, self.backend, self.kv_caches, self.block_size,
+                                       min(config.cuda_graph_max_batch, config.max_num_seqs), max_model_len,
+                                       model.config.vocab_size, device)
+            self.graphs.capture()
+
+    @property
+    def use_cuda_graphs(self) -> bool:
+        """Why: at batch 1 an eager 8B decode step is launch-bound (~400 kernels); replaying a graph is not."""
+        return self.config.cuda_graphs and self.device.type == "cuda" and self.backend.supports_cuda_graphs
 
     def _allocate(self, num_blocks: int) -> list[torch.Tensor]:
         """One [2, num_blocks, block_size, Hkv, D] cache per attention layer, indexed by layer_idx."""
@@ -113,6 +125,13 @@ class ModelRunner:
             if start + n == seq.num_tokens:
                 sample_rows.append(len(input_ids) - 1)
                 sample_seqs.append(seq)
+        if (self.graphs is not None and len(sample_seqs) == len(batch.seqs) == len(input_ids)
+                and self.graphs.bucket_for(len(input_ids)) is not None):
+            # Decode-only step (one token per sequence, each sampled): replay the bucket's graph.
+            bs = self.block_size
+            slots = [s.block_table[p // bs] * bs + p % bs for s, p in zip(batch.seqs, positions)]
+            logits = self.graphs.run(input_ids, positions, slots, seq_lens, [s.block_table for s in batch.seqs])
+            return self._sample(logits, sample_seqs, eos_ids)
         meta = build_metadata(self.backend, self.kv_caches, self.block_size, batch.num_new_tokens, seq_lens,
                               [s.block_table for s in batch.seqs], self.device)
         ids_t = torch.tensor(input_ids, dtype=torch.long).to(self.device, non_blocking=True)       # [T]
@@ -122,6 +141,9 @@ class ModelRunner:
             return []
         rows = torch.tensor(sample_rows, dtype=torch.long).to(self.device, non_blocking=True)
         logits = self.model.compute_logits(hidden[rows])                                            # [N, V]
+        return self._sample(logits, sample_seqs, eos_ids)
+
+    def _sample(self, logits: torch.Tensor, sample_seqs: list[Sequence], eos_ids: list[int]) -> list[StepResult]:
         sampling = SamplingBatch.build(sample_seqs, eos_ids, logits.shape[-1], self.device)
         sampled, logprobs = self.sampler(logits, sampling)
         if logprobs is None:

@@ -6,11 +6,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ember.layers.fused import fused_kernels
+
 
 class SiluAndMul(nn.Module):
     """[T, 2I] -> [T, I]: silu(gate) * up."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fused = fused_kernels(x)
+        if fused is not None:
+            return fused.act_and_mul(x)
         gate, up = x.chunk(2, dim=-1)
         return F.silu(gate) * up
 
@@ -19,6 +24,9 @@ class GeluTanhAndMul(nn.Module):
     """[T, 2I] -> [T, I]: gelu_tanh(gate) * up."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fused = fused_kernels(x)
+        if fused is not None:
+            return fused.act_and_mul(x, gelu=True)
         gate, up = x.chunk(2, dim=-1)
         return F.gelu(gate, approximate="tanh") * up
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ember.layers.fused import fused_kernels
+
 
 class RMSNorm(nn.Module):
     """`forward(x)` -> normed x; `forward(x, residual)` -> (norm(x + residual), x + residual).
@@ -28,6 +30,9 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        fused = fused_kernels(x)
+        if fused is not None:   # one kernel instead of ~8 (add, pow, mean, rsqrt, casts, mul)
+            return fused.rmsnorm(x, self.weight, self.eps, residual, self.gemma)
         if residual is None:
             return self._norm(x)
         x = x + residual

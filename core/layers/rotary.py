@@ -7,6 +7,8 @@ from torch import nn
 from transformers import PretrainedConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
+from ember.layers.fused import fused_kernels
+
 
 def rope_parameters(config: PretrainedConfig, layer_type: str | None = None) -> dict:
     """The rope dict of a config (transformers 5 `rope_parameters`, per layer type for e.g. Gemma 3)."""
@@ -75,6 +77,9 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        fused = fused_kernels(q)
+        if fused is not None:   # one kernel for q and k instead of ~12 (gather, casts, muls, neg, cats)
+            return fused.rotary(positions, q, k, self.cos_cache, self.sin_cache, self.head_dim)
         cos = self.cos_cache[positions].to(q.dtype)[:, None, :]                       # [T, 1, rotary_dim]
         sin = self.sin_cache[positions].to(q.dtype)[:, None, :]
         return self._rotate(q, cos, sin), self._rotate(k, cos, sin)

@@ -1,0 +1,1 @@
+"""`ember bench`: latency and offline-throughput benchmarks of the engine (and a transformers baseline)."""

@@ -1,0 +1,48 @@
+"""The transformers `generate` baseline on the same architecture (random weights), for the ratio in `ember bench`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from ember.bench.datasets import BenchRequest
+
+
+def build_hf_model(config, dtype: torch.dtype, device: torch.device, seed: int = 0):
+    """transformers' model of the config with random weights, built on `device`."""
+    from transformers import AutoModelForCausalLM
+
+    from ember.bench.model import init_random_
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.to_empty(device=device)
+    init_random_(model, seed=seed)
+    for m in model.modules():   # rotary inv_freq buffers were left empty on meta: recompute them
+        if hasattr(m, "rope_init_fn") and hasattr(m, "inv_freq"):
+            inv_freq, _ = m.rope_init_fn(m.config, device)
+            m.inv_freq.copy_(inv_freq)
+    if getattr(config, "tie_word_embeddings", False):
+        model.tie_weights()
+    return model.eval()
+
+
+@torch.inference_mode()
+def hf_generate(model, requests: list[BenchRequest], batch_size: int, device: torch.device) -> dict[str, Any]:
+    """Greedy `generate` in batches of equal-length prompts (no padding), exactly output_len new tokens each."""
+    out_tokens, t0 = 0, time.perf_counter()
+    for i in range(0, len(requests), batch_size):
+        chunk = requests[i:i + batch_size]
+        width = min(len(r.prompt_ids) for r in chunk)
+        ids = torch.tensor([r.prompt_ids[:width] for r in chunk], device=device)
+        new = max(r.output_len for r in chunk)
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
+                             do_sample=False, pad_token_id=0)
+        out_tokens += (out.shape[1] - width) * out.shape[0]
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - t0
+    return {"engine": "hf", "num_requests": len(requests), "batch_size": batch_size, "elapsed_s": elapsed,
+            "output_tokens": out_tokens, "output_tokens_per_s": out_tokens / elapsed}

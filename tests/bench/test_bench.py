@@ -1,0 +1,111 @@
+"""`ember bench` on the CPU with a tiny config: workloads, reports, CLI, JSON, and the bundled real-size configs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from ember.bench import datasets
+from ember.bench.model import bundled_configs, load_bench_config
+from ember.bench.report import percentiles, table
+
+TINY = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+        "vocab_size": 300, "max_position_embeddings": 256,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}, "tie_word_embeddings": True}
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(TINY))
+    return str(path)
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    from ember.cli import bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_parser(parser.add_subparsers())
+    return parser.parse_args(argv)
+
+
+def test_synthetic_lengths():
+    fixed = datasets.synthetic(5, 7, 3, vocab_size=300)
+    assert [(len(r.prompt_ids), r.output_len) for r in fixed] == [(7, 3)] * 5
+    assert all(0 <= t < 300 for r in fixed for t in r.prompt_ids)
+    normal = datasets.synthetic(200, 40, 20, vocab_size=300, dist="normal")
+    ins = [len(r.prompt_ids) for r in normal]
+    assert min(ins) >= 1 and max(ins) <= 80 and len(set(ins)) > 10 and 30 < sum(ins) / len(ins) < 50
+    with pytest.raises(ValueError, match="--dist"):
+        datasets.synthetic(1, 1, 1, 300, dist="zipf")
+
+
+def test_sharegpt_lengths_file(tmp_path):
+    path = tmp_path / "lengths.json"
+    path.write_text(json.dumps([[10, 5], [2, 50], [100, 40], [3000, 3000]]))
+    reqs = datasets.sharegpt(6, 300, str(path), max_len=1024)
+    assert sorted({(len(r.prompt_ids), r.output_len) for r in reqs}) == [(10, 5), (100, 40)]   # filtered, cycled
+    assert len(reqs) == 6
+
+
+def test_percentiles_and_table():
+    p = percentiles([float(i) for i in range(1, 101)])
+    assert p["p50"] == pytest.approx(50.5) and p["p99"] == pytest.approx(99.01)
+    text = table([{"a": 1, "b": 1234.5}], ["a", "b"])
+    assert "1,234.5" in text and text.count("\n") == 2
+
+
+def test_bundled_configs_are_real_size():
+    assert {"qwen3-8b", "llama-3.1-8b", "qwen3-30b-a3b", "mixtral-8x7b"} <= set(bundled_configs())
+    from ember.loader.build import model_class_for
+
+    counts = {}
+    for name in ("qwen3-8b", "llama-3.1-8b"):
+        cfg = load_bench_config(name)
+        with torch.device("meta"):
+            model = model_class_for(cfg)(cfg)
+        counts[name] = sum(p.numel() for p in model.parameters()) / 1e9
+    assert counts["qwen3-8b"] == pytest.approx(8.19, abs=0.01)
+    assert counts["llama-3.1-8b"] == pytest.approx(8.03, abs=0.01)
+    with pytest.raises(ValueError, match="bundled config"):
+        load_bench_config("no-such-model")
+
+
+def test_cli_latency_json(tiny_config, tmp_path, capsys):
+    out = tmp_path / "lat.json"
+    args = _parse(["bench", "latency", "--model", tiny_config, "--random-weights", "--dtype", "float32",
+                   "--batch-size", "2", "--input-len", "5", "--output-len", "4", "--output", str(out)])
+    assert args.func(args) == 0
+    data = json.loads(out.read_text())
+    res = data["ember"]
+    assert data["random_weights"] and res["batch_size"] == 2 and res["output_len"] == 4
+    assert res["decode_tokens_per_s"] > 0 and res["ttft_ms"] > 0 and res["itl_p50_ms"] <= res["itl_p99_ms"]
+    assert "decode_tokens_per_s" in capsys.readouterr().out
+
+
+def test_cli_throughput_with_hf_ratio(tiny_config, tmp_path, capsys):
+    out = tmp_path / "thr.json"
+    args = _parse(["bench", "throughput", "--model", tiny_config, "--random-weights", "--dtype", "float32",
+                   "--num-requests", "6", "--input-len", "6", "--output-len", "3", "--engine", "hf",
+                   "--hf-num-requests", "2", "--output", str(out)])
+    assert args.func(args) == 0
+    data = json.loads(out.read_text())
+    assert data["ember"]["output_tokens"] == 18 and data["ember"]["num_requests"] == 6
+    assert data["hf"]["output_tokens"] == 6
+    assert data["ratio_vs_hf"] == pytest.approx(data["ember"]["output_tokens_per_s"] /
+                                                data["hf"]["output_tokens_per_s"])
+    assert "ember / hf" in capsys.readouterr().out
+
+
+def test_random_weights_deterministic_and_finite(tiny_config):
+    from ember.bench.model import build_random_model
+
+    cfg = load_bench_config(tiny_config)
+    a = build_random_model(cfg, torch.float32, torch.device("cpu"), seed=3)
+    b = build_random_model(cfg, torch.float32, torch.device("cpu"), seed=3)
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.isfinite(p).all() and torch.equal(p, q), n

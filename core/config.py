@@ -40,7 +40,7 @@ class EngineConfig:
     max_model_len: int | None = None
     kv_cache: KvCacheConfig = field(default_factory=KvCacheConfig)
     enable_chunked_prefill: bool = True
-    attention_backend: str = "torch"
+    attention_backend: str = "auto"      # a registered backend name; "auto": triton on CUDA, torch elsewhere
     seed: int = 0
     # Decode steps replay CUDA graphs captured per batch-size bucket (CUDA + a graph-safe attention backend only;
     # other devices and backends run eagerly whatever this says). False = eager everywhere (enforce_eager).

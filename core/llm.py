@@ -31,8 +31,8 @@ class LLM:
     def __init__(self, model: str | os.PathLike, dtype: str | torch.dtype = "auto", device: str = "auto",
                  max_num_seqs: int = 256, max_num_tokens: int = 4096, max_model_len: int | None = None,
                  kv_cache: KvCacheConfig | None = None, enable_chunked_prefill: bool = True,
-                 attention_backend: str = "torch", seed: int = 0, trust_remote_code: bool = False,
-                 revision: str | None = None) -> None:
+                 attention_backend: str = "auto", seed: int = 0, trust_remote_code: bool = False,
+                 revision: str | None = None, cuda_graphs: bool = True) -> None:
         from transformers import AutoTokenizer
 
         from ember.loader.build import load_model
@@ -49,7 +49,7 @@ class LLM:
         self.config = EngineConfig(max_num_seqs=max_num_seqs, max_num_tokens=max_num_tokens,
                                    max_model_len=max_model_len or int(limit), kv_cache=kv_cache or KvCacheConfig(),
                                    enable_chunked_prefill=enable_chunked_prefill,
-                                   attention_backend=attention_backend, seed=seed)
+                                   attention_backend=attention_backend, seed=seed, cuda_graphs=cuda_graphs)
         self.model = load_model(self.path, self.dtype, self.device, trust_remote_code=trust_remote_code)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust_remote_code)
         self.engine = LLMEngine(self.model, self.tokenizer, self.config, self.device, self.dtype,

@@ -23,13 +23,10 @@ def _device(name: str) -> torch.device:
 
 
 def engine_config(args, device: torch.device, max_model_len: int) -> EngineConfig:
-    backend = args.attention_backend
-    if backend == "auto":
-        backend = "triton" if device.type == "cuda" else "torch"
     kv = KvCacheConfig(num_blocks=args.num_blocks, gpu_memory_utilization=args.gpu_memory_utilization,
                        enable_prefix_caching=False)   # random prompts share nothing; skip the hashing
     return EngineConfig(max_num_seqs=args.max_num_seqs, max_num_tokens=args.max_num_tokens,
-                        max_model_len=max_model_len, kv_cache=kv, attention_backend=backend,
+                        max_model_len=max_model_len, kv_cache=kv, attention_backend=args.attention_backend,
                         cuda_graphs=not args.enforce_eager, seed=args.seed)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 
 import torch
@@ -21,6 +22,15 @@ logger = logging.getLogger("ember.engine")
 StepResult = tuple[Sequence, int, dict[int, float] | None]   # (sequence, sampled token id, logprobs)
 
 
+def pick_backend(name: str, device: torch.device) -> str:
+    """"auto" -> "triton" on CUDA when triton imports (the fast path, CUDA-graph safe), else "torch"."""
+    if name != "auto":
+        return name
+    if device.type == "cuda" and importlib.util.find_spec("triton") is not None:
+        return "triton"
+    return "torch"
+
+
 class ModelRunner:
     def __init__(self, model: nn.Module, config: EngineConfig, device: torch.device, dtype: torch.dtype,
                  max_model_len: int) -> None:
@@ -30,7 +40,8 @@ class ModelRunner:
         self.dtype = dtype
         self.max_model_len = max_model_len
         self.block_size = config.kv_cache.block_size
-        self.backend = get_registry().load("attention_backend", config.attention_backend)(device, dtype)
+        self.backend = get_registry().load("attention_backend", pick_backend(config.attention_backend, device))(
+            device, dtype)
         layers = sorted((m for m in model.modules() if isinstance(m, Attention)), key=lambda m: m.layer_idx)
         if not layers:
             raise ValueError(f"{type(model).__name__} has no ember.layers.attention.Attention modules; "

@@ -18,3 +18,10 @@ ARCHITECTURES = {
 def ember_register_models(register) -> None:
     for architecture, target in ARCHITECTURES.items():
         register(architecture, target)
+
+
+@hookimpl
+def ember_register_model_aliases(register) -> None:
+    from ember.models.aliases import register_aliases  # cheap: no torch, no weights until an alias is resolved
+
+    register_aliases(register)

@@ -13,7 +13,7 @@ from typing import Any
 import pluggy
 
 from ember.plugins import hookspecs
-from ember.plugins.registry import HOOK_KINDS, Component, PluginError, Registry
+from ember.plugins.registry import HOOK_KINDS, Component, DuplicateComponentError, PluginError, Registry
 
 logger = logging.getLogger("ember.plugins")
 
@@ -53,8 +53,9 @@ class PluginManager:
     def load_entry_points(self) -> None:
         allow = _allow_list()
         builtin_only = os.environ.get(DISABLE_ENV, "").strip().lower() in ("1", "true", "yes")
-        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            dist, version = _dist_of(ep)
+        # ember's own built-ins first, so a third-party duplicate can never displace them whatever its name.
+        eps = [(ep, *_dist_of(ep)) for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)]
+        for ep, dist, version in sorted(eps, key=lambda e: (e[1] != "ember", e[0].name)):
             is_builtin = dist == "ember"
             if builtin_only and not is_builtin:
                 continue
@@ -101,7 +102,11 @@ class PluginManager:
             if not isinstance(target, str):
                 raise PluginError(f"{kind} {name!r}: target must be a 'module:attribute' string "
                                   f"(registration is lazy), got {type(target).__name__}")
-            self.registry.add(Component(kind, name, target, distribution, version, {**meta, "_plugin": plugin_name}))
+            try:
+                self.registry.add(Component(kind, name, target, distribution, version,
+                                            {**meta, "_plugin": plugin_name}))
+            except DuplicateComponentError as exc:  # reject this one component; the plugin's others still load
+                self._fail(plugin_name, distribution, str(exc))
 
         return register
 

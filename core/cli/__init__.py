@@ -1,0 +1,1 @@
+"""The `ember` command line: one module per subcommand, argparse only."""

@@ -42,6 +42,9 @@ class SamplingParams:
     bad_words: list[str] = field(default_factory=list)            # tokenized by the engine, with and without a leading space
     bad_words_token_ids: list[list[int]] = field(default_factory=list)
     skip_special_tokens: bool = True
+    # False: no text at all (output text stays ""), only token ids; saves the per-token tokenizer calls (vLLM's
+    # `detokenize`). Stop strings need text, so they need detokenize=True.
+    detokenize: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -65,6 +68,8 @@ class SamplingParams:
         _check(isinstance(self.min_tokens, int) and 0 <= self.min_tokens <= self.max_tokens, "min_tokens",
                f"an int in [0, max_tokens={self.max_tokens}]", self.min_tokens)
         _check(all(isinstance(s, str) and s for s in self.stop), "stop", "non-empty strings", self.stop)
+        _check(self.detokenize or not self.stop, "stop", "empty when detokenize=False (stop strings are matched "
+               "against the decoded text)", self.stop)
         _check(all(isinstance(t, int) and t >= 0 for t in self.stop_token_ids), "stop_token_ids",
                "a list of token ids >= 0", self.stop_token_ids)
         _check(self.logprobs is None or (isinstance(self.logprobs, int) and 0 <= self.logprobs <= 20), "logprobs",

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ember.bench import datasets
-from ember.bench.engine_bench import latency, throughput
+from ember.bench.engine_bench import latency, prefill, throughput, throughput_sweep, ttft
 from ember.bench.report import table, write_json
 from ember.config import EngineConfig, KvCacheConfig
 
@@ -65,6 +65,10 @@ def vocab_size_of(args) -> int:
 
 
 def workload(args, vocab: int) -> list[datasets.BenchRequest]:
+    if args.command_kind == "prefill":
+        if args.max_num_tokens is None:   # the whole batch in one step unless told otherwise
+            args.max_num_tokens = args.batch_size * args.input_len
+        return datasets.synthetic(args.batch_size, args.input_len, 1, vocab, seed=args.seed)
     if args.command_kind == "latency":
         return datasets.synthetic(args.batch_size, args.input_len, args.output_len, vocab, seed=args.seed)
     if args.dataset == "sharegpt":
@@ -102,14 +106,24 @@ def main(args) -> dict[str, Any]:
         payload["hf"] = run_hf(args, requests)   # first, so its weights are gone before ember sizes its KV cache
     engine, _ = build_ember(args, requests)
     payload["engine_config"] = json.loads(json.dumps(engine.config.__dict__, default=lambda o: o.__dict__))
+    sweep = None
     if args.command_kind == "latency":
         res = latency(engine, requests, warmup=args.warmup)
         res.pop("tokens")
         cols = ["batch_size", "input_len", "output_len", "decode_tokens_per_s", "ttft_ms", "itl_p50_ms",
-                "itl_p90_ms", "itl_p99_ms"]
+                "itl_p90_ms", "itl_p99_ms", "peak_memory_gib"]
+    elif args.command_kind == "prefill":
+        res = prefill(engine, requests, peak_tflops=args.peak_tflops)
+        res["ttft_1_ms"] = ttft(engine, requests[0])["ttft_ms"]
+        cols = ["batch_size", "input_len", "elapsed_s", "prefill_tokens_per_s", "tflops", "pct_of_peak",
+                "ttft_1_ms", "peak_memory_gib"]
     else:
         res = throughput(engine, requests, warmup=args.warmup)
-        cols = ["num_requests", "elapsed_s", "output_tokens_per_s", "requests_per_s", "total_tokens_per_s"]
+        cols = ["num_requests", "elapsed_s", "output_tokens_per_s", "requests_per_s", "total_tokens_per_s",
+                "peak_memory_gib"]
+        if args.concurrency:
+            sweep = throughput_sweep(engine, requests, args.concurrency)
+            payload["concurrency_sweep"] = sweep
     payload["ember"] = {"engine": "ember", "attention_backend": engine.config.attention_backend,
                         "cuda_graphs": engine.runner.graphs is not None, **res}
     rows = [payload["ember"]]
@@ -123,8 +137,28 @@ def main(args) -> dict[str, Any]:
     if "ratio_vs_hf" in payload:
         print(f"ember / hf: {payload['ratio_vs_hf']:.1f}x (hf: {payload['hf']['num_requests']} requests, "
               f"{payload['hf']['output_tokens']} new tokens, batch {payload['hf']['batch_size']})")
+    if sweep:
+        print(table(sweep, ["concurrency", "output_tokens_per_s", "requests_per_s", "elapsed_s", "peak_memory_gib"]))
+    if args.plot:
+        payload["plots"] = [str(p) for p in _plots(args, res, sweep)]
+        print("plots: " + ", ".join(payload["plots"]))
     write_json(args.output, payload)
     return payload
+
+
+def _plots(args, res: dict[str, Any], sweep: list[dict[str, Any]] | None) -> list:
+    from ember.bench import plot
+
+    title = f"{args.model} ({'random weights' if args.random_weights else 'checkpoint'}, {args.dtype})"
+    out = []
+    if args.command_kind == "latency":
+        out.append(plot.latency_percentiles(res, f"{args.plot}_latency.png", title))
+    if sweep:
+        out.append(plot.throughput_vs_concurrency(sweep, f"{args.plot}_throughput.png", title))
+    if not out:
+        raise ValueError("--plot draws latency percentiles (bench latency) or throughput vs concurrency "
+                         "(bench throughput --concurrency ...); nothing to draw for this command")
+    return out
 
 
 def _device_name(device: torch.device) -> str:

@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmark decode latency or offline throughput",
                        description="Benchmark the engine: batch decode latency or offline throughput.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    kinds = p.add_subparsers(dest="bench_kind", required=True, metavar="{latency,throughput}")
+    kinds = p.add_subparsers(dest="bench_kind", required=True, metavar="{latency,throughput,prefill}")
     lat = kinds.add_parser("latency", help="TTFT, inter-token latency percentiles and decode tokens/s",
                            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(lat)
@@ -39,7 +39,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     thr.add_argument("--output-len", type=_positive, default=128, help="synthetic new tokens (default 128)")
     thr.add_argument("--dist", choices=("fixed", "normal"), default="fixed",
                      help="synthetic lengths: fixed, or normal around the given lengths (sd = len / 4)")
+    thr.add_argument("--concurrency", type=_positive, nargs="+", default=None,
+                     help="also sweep these running-sequence limits (each <= --max-num-seqs) on one engine; "
+                          "with --plot, draws throughput vs concurrency")
     thr.set_defaults(func=run, command_kind="throughput")
+    pre = kinds.add_parser("prefill", help="prefill TFLOP/s of a batch of prompts and TTFT of one prompt",
+                           epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(pre)
+    pre.add_argument("--batch-size", type=_positive, default=8, help="prompts computed together (default 8)")
+    pre.add_argument("--input-len", type=_positive, default=2048, help="prompt tokens (default 2048)")
+    pre.add_argument("--peak-tflops", type=float, default=787.0,
+                     help="the GPU's bf16 GEMM ceiling for the %% column (default 787: H100 measured)")
+    pre.set_defaults(func=run, command_kind="prefill", max_num_tokens=None)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -57,13 +68,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attention-backend", default="auto", help="auto (triton on CUDA, torch on CPU), torch, triton")
     p.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
     p.add_argument("--max-num-seqs", type=_positive, default=256)
-    p.add_argument("--max-num-tokens", type=_positive, default=8192)
+    p.add_argument("--max-num-tokens", type=_positive, default=8192,
+                   help="token budget per step (default 8192; prefill: batch x input-len, one step)")
     p.add_argument("--max-model-len", type=int, default=None, help="default: longest request")
     p.add_argument("--num-blocks", type=int, default=None, help="KV blocks (default: sized from free memory)")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     p.add_argument("--warmup", type=int, default=1, help="warm-up runs before timing (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", "-o", help="write the results as JSON here")
+    p.add_argument("--plot", metavar="PREFIX", help="write PNG chart(s) PREFIX_*.png (needs matplotlib): latency "
+                                                   "percentiles; throughput vs concurrency with --concurrency")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -25,10 +26,16 @@ def graph_buckets(max_batch: int) -> list[int]:
 class DecodeGraphs:
     """Replays `compute_logits(model(input_ids, positions, meta))` for decode-only steps of up to `max_batch` rows.
 
-    Every input lives in a static device buffer the graphs were captured over: a step copies its host lists in
-    (pinned, non-blocking: no host sync), pads the batch to the next bucket with slot -1 (the cache write skips
-    it) and seq_len 0 (attention reads nothing), and replays. The attention backend sizes its launch from
-    `meta.seq_len_bound = max_model_len`, never from this step's lengths.
+    Every input lives in a static device buffer the graphs were captured over. A step fills two preallocated
+    pinned host buffers with numpy (ids / positions / slots / lengths in one [4, B] int64 array, block tables in a
+    [B, max_blocks] int32 array whose rows are only rewritten where a sequence's table changed), pads the batch to
+    the next bucket with slot -1 (the cache write skips it) and seq_len 0 (attention reads nothing), issues two
+    non-blocking copies and replays; the graph itself scatters the [4, B] staging buffer into the model's inputs.
+    The attention backend sizes its launch from `meta.seq_len_bound = max_model_len`, never this step's lengths.
+
+    Host buffers are reused: the caller must not start the next `run` before the previous step's copies have
+    completed. The engine guarantees it: every step ends by reading the sampled ids back (a stream sync after the
+    replay). An overlapped scheduler would need two sets of host buffers.
     """
 
     def __init__(self, model: nn.Module, backend: AttentionBackend, kv_caches: list[torch.Tensor], block_size: int,
@@ -48,6 +55,15 @@ class DecodeGraphs:
         self.block_tables = torch.zeros(n, width, dtype=torch.int32, device=device)      # [B, max_blocks]
         self.query_start_loc = torch.arange(n + 1, dtype=torch.int32, device=device)     # decode: one token each
         self.logits = torch.zeros(n, vocab_size, dtype=torch.float32, device=device)     # [B, V]
+        self.staging = torch.zeros(4, n, dtype=torch.long, device=device)               # ids, pos, slots, lens
+        pin = device.type == "cuda"
+        self.host_inputs = torch.zeros(4, n, dtype=torch.long, pin_memory=pin)
+        self.host_tables = torch.zeros(n, width, dtype=torch.int32, pin_memory=pin)
+        self._inputs_np = self.host_inputs.numpy()
+        self._tables_np = self.host_tables.numpy()
+        self._row_list: list[list[int] | None] = [None] * n   # which block-table list each host row mirrors
+        self._row_len = [0] * n                                # and how much of it is written
+        self._rows = np.arange(n)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.pool = None
 
@@ -62,6 +78,11 @@ class DecodeGraphs:
             block_size=self.block_size, seq_len_bound=self.max_model_len)
 
     def _forward(self, bs: int, meta: AttentionMetadata) -> None:
+        # Captured too: one H2D copy per step lands in `staging`; these scatter it (int64 -> int32 lengths).
+        self.input_ids[:bs].copy_(self.staging[0, :bs])
+        self.positions[:bs].copy_(self.staging[1, :bs])
+        self.slot_mapping[:bs].copy_(self.staging[2, :bs])
+        self.seq_lens[:bs].copy_(self.staging[3, :bs])
         hidden = self.model(self.input_ids[:bs], self.positions[:bs], meta)                  # [bs, H]
         self.logits[:bs].copy_(self.model.compute_logits(hidden))                            # [bs, V] fp32
 
@@ -69,8 +90,8 @@ class DecodeGraphs:
     def capture(self) -> None:
         """Largest bucket first, all sharing one memory pool (only one graph runs at a time)."""
         t0 = time.perf_counter()
-        self.slot_mapping.fill_(-1)   # warm-up and capture must not write the KV cache
-        self.seq_lens.zero_()
+        self.staging.zero_()
+        self.staging[2].fill_(-1)     # warm-up and capture must not write the KV cache (slot -1, length 0)
         for bs in reversed(self.buckets):
             meta = self._meta(bs)
             self._forward(bs, meta)   # warm-up: compiles the Triton kernels, settles cuBLAS workspaces
@@ -84,24 +105,36 @@ class DecodeGraphs:
         logger.info("captured %d decode CUDA graphs (batch %s) in %.1f s", len(self.graphs),
                     ",".join(map(str, self.buckets)), time.perf_counter() - t0)
 
-    def run(self, input_ids: list[int], positions: list[int], slots: list[int], seq_lens: list[int],
-            block_tables: list[list[int]]) -> torch.Tensor:
-        """One decode step of B = len(input_ids) sequences -> logits [B, V] (a view of the static buffer,
-        valid until the next replay)."""
-        b = len(input_ids)
+    def run(self, seqs: list) -> torch.Tensor:
+        """One decode step of the B = len(seqs) sequences (each computes its last token, at position
+        `num_computed_tokens`) -> logits [B, V] (a view of the static buffer, valid until the next replay)."""
+        b = len(seqs)
         bs = self.bucket_for(b)
-        pad = bs - b
-        width = max(len(t) for t in block_tables)
-        table = torch.tensor([t + [0] * (width - len(t)) for t in block_tables], dtype=torch.int32,
-                             pin_memory=True)                                               # [b, width]
-        # One pinned [4, bs] host tensor -> one copy for ids, positions, slots and lengths.
-        packed = torch.tensor([input_ids + [0] * pad, positions + [0] * pad, slots + [-1] * pad,
-                               seq_lens + [0] * pad], dtype=torch.long, pin_memory=True)
-        dev = packed.to(self.device, non_blocking=True)
-        self.input_ids[:bs].copy_(dev[0])
-        self.positions[:bs].copy_(dev[1])
-        self.slot_mapping[:bs].copy_(dev[2])
-        self.seq_lens[:bs].copy_(dev[3])
-        self.block_tables[:b, :width].copy_(table, non_blocking=True)
+        bsz = self.block_size
+        tables, row_list, row_len = self._tables_np, self._row_list, self._row_len
+        for i, seq in enumerate(seqs):
+            t = seq.block_table
+            n = len(t)
+            if row_list[i] is t:          # same list (tables only grow in place): write the new tail, if any
+                k = row_len[i]
+                if k != n:
+                    tables[i, k:n] = t[k:n]
+                    row_len[i] = n
+            else:
+                tables[i, :n] = t
+                row_list[i] = t
+                row_len[i] = n
+        inputs = self._inputs_np
+        pos = np.fromiter((s.num_computed_tokens for s in seqs), dtype=np.int64, count=b)
+        inputs[0, :b] = [s.token_ids[-1] for s in seqs]
+        inputs[1, :b] = pos
+        inputs[2, :b] = tables[self._rows[:b], pos // bsz] * bsz + pos % bsz
+        inputs[3, :b] = pos + 1
+        if bs > b:
+            inputs[0:2, b:bs] = 0
+            inputs[2, b:bs] = -1
+            inputs[3, b:bs] = 0
+        self.staging.copy_(self.host_inputs, non_blocking=True)
+        self.block_tables[:bs].copy_(self.host_tables[:bs], non_blocking=True)
         self.graphs[bs].replay()
         return self.logits[:b]

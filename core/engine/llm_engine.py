@@ -15,7 +15,7 @@ from ember.engine.detokenizer import IncrementalDetokenizer
 from ember.engine.model_runner import ModelRunner, StepResult
 from ember.engine.output_processor import append_token, make_output
 from ember.engine.scheduler import ScheduledBatch, Scheduler
-from ember.engine.sequence import Request, Sequence
+from ember.engine.sequence import Request, Sequence, SequenceStatus
 from ember.outputs import RequestOutput
 from ember.sampling_params import SamplingParams
 
@@ -40,7 +40,7 @@ class LLMEngine:
         self.config = config
         self.device = device
         self.max_model_len = max_model_len
-        self.eos_token_ids = list(eos_token_ids)
+        self.eos_token_ids = eos_token_ids
         self.vocab_size: int = model.config.vocab_size      # CausalLM keeps its Hugging Face config
         self.runner = ModelRunner(model, config, device, dtype, max_model_len)
         self.block_manager = BlockManager(self.runner.num_blocks, config.kv_cache.block_size,
@@ -52,11 +52,23 @@ class LLMEngine:
         self._ids = itertools.count()
         self._seq_ids = itertools.count()
 
+    @property
+    def eos_token_ids(self) -> list[int]:
+        return list(self._eos_ids)
+
+    @eos_token_ids.setter
+    def eos_token_ids(self, ids: list[int]) -> None:
+        self._eos_ids = list(ids)
+        self._eos_set = frozenset(self._eos_ids)    # per-token membership test in postprocessing
+
     # -- requests ----------------------------------------------------------------------------------------------
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,
-                    request_id: str | None = None, add_special_tokens: bool = True) -> str:
+                    request_id: str | None = None, add_special_tokens: bool = True, stream: bool = True) -> str:
         """Queue a prompt (text or token ids). Bad prompts that only this request suffers from (too long for
-        the model or the KV cache) come back as a finished output with finish_reason "error"."""
+        the model or the KV cache) come back as a finished output with finish_reason "error".
+
+        stream=False: `step()` reports the request only once it has finished (no per-step output objects;
+        what offline `generate` and the throughput bench need)."""
         params = params or SamplingParams()
         text = prompt if isinstance(prompt, str) else None
         ids = (self.tokenizer.encode(prompt, add_special_tokens=add_special_tokens) if isinstance(prompt, str)
@@ -69,13 +81,14 @@ class LLMEngine:
         request_id = request_id if request_id is not None else str(next(self._ids))
         if request_id in self.requests:
             raise ValueError(f"request id {request_id!r} is already in flight; use a unique id")
-        req = Request(request_id, text, ids, params, bad_words_ids=self._bad_words(params))
+        req = Request(request_id, text, ids, params, bad_words_ids=self._bad_words(params), stream=stream)
         # n > 1: samples after the first wait until its prompt blocks are computed and registered, then take
         # them from the prefix cache (shared blocks, ref-counted); without prefix caching each computes its own.
         leader = None
         for i in range(params.n):
             gen = torch.Generator(self.device).manual_seed(params.seed + i) if params.seed is not None else None
-            detok = IncrementalDetokenizer(self.tokenizer, ids, params.skip_special_tokens)
+            detok = (IncrementalDetokenizer(self.tokenizer, ids, params.skip_special_tokens) if params.detokenize
+                     else None)
             seq = Sequence(next(self._seq_ids), req, i, ids, gen, detok, leader=leader)
             if self.block_manager.enable_prefix_caching:
                 leader = leader or seq
@@ -129,7 +142,7 @@ class LLMEngine:
     # -- the loop ----------------------------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
         batch = self.scheduler.schedule()
-        results = self.runner.execute(batch, self.eos_token_ids) if batch.seqs else []
+        results = self.runner.execute(batch, self._eos_ids) if batch.seqs else []
         return self._postprocess(batch, results)
 
     def _postprocess(self, batch: ScheduledBatch, results: list[StepResult]) -> list[RequestOutput]:
@@ -142,15 +155,25 @@ class LLMEngine:
                                  "raise kv_cache num_blocks or lower max_tokens")
             seq.finish("error")
             touched[seq.request.request_id] = seq.request
+        finished: list[Sequence] = []
+        eos, max_len = self._eos_set, self.max_model_len
         for seq, token, logprobs in results:
-            append_token(seq, token, logprobs, self.eos_token_ids, self.max_model_len)
-            if seq.is_finished:
-                self.scheduler.free(seq)
-            touched[seq.request.request_id] = seq.request
-        outputs = [make_output(req) for req in touched.values()]
-        for out in outputs:
-            if out.finished:
-                self.requests.pop(out.request_id, None)
+            append_token(seq, token, logprobs, eos, max_len)
+            req = seq.request
+            if seq.status is SequenceStatus.FINISHED:
+                finished.append(seq)
+                touched[req.request_id] = req
+            elif req.stream:
+                touched[req.request_id] = req
+        if finished:
+            self.scheduler.free_finished(finished)
+        outputs = []
+        for req in touched.values():
+            if req.stream or req.finished:
+                out = make_output(req)
+                outputs.append(out)
+                if out.finished:
+                    self.requests.pop(out.request_id, None)
         return outputs
 
     def stats(self) -> EngineStats:

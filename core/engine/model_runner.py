@@ -123,12 +123,18 @@ class ModelRunner:
     @torch.inference_mode()
     def execute(self, batch: ScheduledBatch, eos_ids: list[int]) -> list[StepResult]:
         """Forward all scheduled tokens; sample for the sequences whose chunk reaches their last token."""
+        seqs, counts = batch.seqs, batch.num_new_tokens
+        if (self.graphs is not None and len(seqs) == sum(counts)
+                and all(s.num_computed_tokens + 1 == len(s.token_ids) for s in seqs)
+                and self.graphs.bucket_for(len(seqs)) is not None):
+            # Decode-only step (one token per sequence, each sampled): replay the bucket's graph.
+            return self._sample(self.graphs.run(seqs), seqs, eos_ids)
         input_ids: list[int] = []
         positions: list[int] = []
         seq_lens: list[int] = []
         sample_rows: list[int] = []
         sample_seqs: list[Sequence] = []
-        for seq, n in zip(batch.seqs, batch.num_new_tokens):
+        for seq, n in zip(seqs, counts):
             start = seq.num_computed_tokens
             input_ids += seq.token_ids[start:start + n]
             positions += range(start, start + n)
@@ -136,15 +142,8 @@ class ModelRunner:
             if start + n == seq.num_tokens:
                 sample_rows.append(len(input_ids) - 1)
                 sample_seqs.append(seq)
-        if (self.graphs is not None and len(sample_seqs) == len(batch.seqs) == len(input_ids)
-                and self.graphs.bucket_for(len(input_ids)) is not None):
-            # Decode-only step (one token per sequence, each sampled): replay the bucket's graph.
-            bs = self.block_size
-            slots = [s.block_table[p // bs] * bs + p % bs for s, p in zip(batch.seqs, positions)]
-            logits = self.graphs.run(input_ids, positions, slots, seq_lens, [s.block_table for s in batch.seqs])
-            return self._sample(logits, sample_seqs, eos_ids)
-        meta = build_metadata(self.backend, self.kv_caches, self.block_size, batch.num_new_tokens, seq_lens,
-                              [s.block_table for s in batch.seqs], self.device)
+        meta = build_metadata(self.backend, self.kv_caches, self.block_size, counts, seq_lens,
+                              [s.block_table for s in seqs], self.device)
         ids_t = torch.tensor(input_ids, dtype=torch.long).to(self.device, non_blocking=True)       # [T]
         pos_t = torch.tensor(positions, dtype=torch.long).to(self.device, non_blocking=True)       # [T]
         hidden = self.model(ids_t, pos_t, meta)                                                      # [T, H]

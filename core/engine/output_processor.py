@@ -6,28 +6,35 @@ from ember.engine.sequence import Request, Sequence
 from ember.outputs import CompletionOutput, RequestOutput
 
 
-def append_token(seq: Sequence, token: int, logprobs: dict[int, float] | None, eos_ids: list[int],
+def append_token(seq: Sequence, token: int, logprobs: dict[int, float] | None, eos_ids: frozenset[int] | list[int],
                  max_model_len: int) -> None:
-    """Add one sampled token to `seq` and finish it if a stop condition holds (vLLM's order of checks)."""
-    p = seq.params
-    seq.token_ids.append(token)
-    if seq.logprobs is not None and logprobs is not None:
+    """Add one sampled token to `seq` and finish it if a stop condition holds (vLLM's order of checks).
+    Runs once per sequence per step: kept to plain attribute reads (no properties, no copies)."""
+    p = seq.request.params
+    ids = seq.token_ids
+    ids.append(token)
+    if logprobs is not None and seq.logprobs is not None:
         seq.logprobs.append(logprobs)
-    delta = seq.detokenizer.add(token)
-    seq.text += delta
-    if seq.num_output_tokens >= p.min_tokens:
+    delta = ""
+    if seq.detokenizer is not None:
+        delta = seq.detokenizer.add(token)
+        if delta:
+            seq.text += delta
+    num_out = len(ids) - seq.num_prompt_tokens
+    if num_out >= p.min_tokens:
         if not p.ignore_eos and token in eos_ids:
             return _finish(seq, "stop", None)
-        if token in p.stop_token_ids:
+        if p.stop_token_ids and token in p.stop_token_ids:
             return _finish(seq, "stop", token)
         if delta and p.stop and _cut_at_stop_string(seq, len(delta)):
             return
-    if seq.num_output_tokens >= p.max_tokens or seq.num_tokens >= max_model_len:
+    if num_out >= p.max_tokens or len(ids) >= max_model_len:
         _finish(seq, "length", None)
 
 
 def _finish(seq: Sequence, reason: str, stop_reason: int | str | None) -> None:
-    seq.text += seq.detokenizer.flush()
+    if seq.detokenizer is not None:
+        seq.text += seq.detokenizer.flush()
     seq.finish(reason, stop_reason)
 
 
@@ -57,13 +64,14 @@ def make_output(req: Request) -> RequestOutput:
     """Cumulative state of every sample plus what is new since the previous call (for streaming)."""
     outs = []
     for seq in req.seqs:
-        visible = max(seq.num_emitted_chars, len(seq.text) - _holdback(seq))
-        out_ids = seq.output_token_ids
+        text = seq.text
+        visible = max(seq.num_emitted_chars, len(text) - _holdback(seq)) if text else 0
+        out_ids = seq.token_ids[seq.num_prompt_tokens:]          # a fresh list: the caller may keep it
         outs.append(CompletionOutput(
-            index=seq.index, text=seq.text[:visible], token_ids=list(out_ids),
+            index=seq.index, text=text[:visible] if visible != len(text) else text, token_ids=out_ids,
             logprobs=list(seq.logprobs) if seq.logprobs is not None else None,
             finish_reason=seq.finish_reason, stop_reason=seq.stop_reason,
-            delta_text=seq.text[seq.num_emitted_chars:visible],
+            delta_text=text[seq.num_emitted_chars:visible] if visible else "",
             delta_token_ids=out_ids[seq.num_emitted_tokens:]))
         seq.num_emitted_chars = visible
         seq.num_emitted_tokens = len(out_ids)

@@ -13,8 +13,8 @@ from ember.engine.sequence import Sequence
 class SamplingBatch:
     """Per-row sampling parameters of the N sequences that get a token this step, already on the device."""
 
-    temperature: torch.Tensor          # [N] float32, 1.0 on greedy rows
-    greedy: torch.Tensor               # [N] bool
+    temperature: torch.Tensor | None   # [N] float32, 1.0 on greedy rows (None when all_greedy)
+    greedy: torch.Tensor | None        # [N] bool (None when all_greedy)
     top_k: torch.Tensor | None         # [N] int64, V where disabled
     top_p: torch.Tensor | None         # [N] float32
     min_p: torch.Tensor | None         # [N] float32
@@ -29,6 +29,11 @@ class SamplingBatch:
     @classmethod
     def build(cls, seqs: list[Sequence], eos_ids: list[int], vocab_size: int,
               device: torch.device) -> "SamplingBatch":
+        if all(s.request.plain_greedy for s in seqs):
+            # The common bench / greedy case: one argmax, no per-step host lists or copies.
+            return cls(temperature=None, greedy=None, top_k=None, top_p=None, min_p=None, penalties=None,
+                       prompt_ids=None, output_ids=None, banned=None, generators=[], all_greedy=True,
+                       max_logprobs=None)
         ps = [s.params for s in seqs]
 
         def dev(data: list, dtype: torch.dtype) -> torch.Tensor:

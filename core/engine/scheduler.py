@@ -50,35 +50,41 @@ class Scheduler:
 
     def schedule(self) -> ScheduledBatch:
         batch = ScheduledBatch()
+        seqs, counts = batch.seqs, batch.num_new_tokens
         budget = self.max_num_tokens
         preempted = False
+        bm = self.bm
+        bsz = bm.block_size
+        running = self.running
         i = 0
-        while i < len(self.running) and budget > 0:
-            seq = self.running[i]
-            remaining = seq.num_tokens - seq.num_computed_tokens
+        while i < len(running) and budget > 0:
+            seq = running[i]
+            computed = seq.num_computed_tokens
+            remaining = len(seq.token_ids) - computed
             if remaining > budget and not self._may_split(remaining):
                 i += 1
                 continue
-            n = min(remaining, budget)
-            need = self.bm.blocks_needed(seq.num_computed_tokens + n) - len(seq.block_table)
-            while need > self.bm.num_free_blocks and self.running[-1] is not seq:
-                self._preempt(self.running.pop())
-                preempted = True
-            if need > self.bm.num_free_blocks:
-                self.running.pop()
-                if i == 0:      # alone and still too big: it can never fit
-                    self.free(seq)
-                    batch.failed.append(seq)
-                else:
-                    self._preempt(seq)
+            n = remaining if remaining < budget else budget
+            need = -(-(computed + n) // bsz) - len(seq.block_table)
+            if need > 0:     # the all-decode common case rarely gets here: a new block every block_size steps
+                while need > bm.num_free_blocks and running[-1] is not seq:
+                    self._preempt(running.pop())
                     preempted = True
-                break
-            seq.block_table += self.bm.allocate(need)
-            batch.seqs.append(seq)
-            batch.num_new_tokens.append(n)
+                if need > bm.num_free_blocks:
+                    running.pop()
+                    if i == 0:      # alone and still too big: it can never fit
+                        self.free(seq)
+                        batch.failed.append(seq)
+                    else:
+                        self._preempt(seq)
+                        preempted = True
+                    break
+                seq.block_table += bm.allocate(need)
+            seqs.append(seq)
+            counts.append(n)
             budget -= n
             i += 1
-        if not preempted:   # a step that had to preempt admits nobody new
+        if not preempted and self.waiting:   # a step that had to preempt admits nobody new
             self._admit(batch, budget)
         if not batch and not batch.failed and not self.running:
             self._fail_unfittable_head(batch)
@@ -142,6 +148,13 @@ class Scheduler:
                 h = block_hash(parent, seq.token_ids[j * bs:(j + 1) * bs])
                 self.bm.register(seq.block_table[j], h)
                 seq.block_hashes.append(h)
+
+    def free_finished(self, seqs: list[Sequence]) -> None:
+        """Release the blocks of running sequences that just finished, in order; one pass over `running`."""
+        self.running = [s for s in self.running if s.status is not SequenceStatus.FINISHED]
+        for seq in seqs:
+            self.bm.free(seq.block_table)
+            seq.block_table = []
 
     def free(self, seq: Sequence) -> None:
         """Take a finished or aborted sequence out of the queues and release its blocks."""

@@ -21,7 +21,7 @@ class Sequence:
     """Tokens (prompt + generated), how many have KV computed, the blocks holding them and the decoded text."""
 
     def __init__(self, seq_id: int, request: "Request", index: int, prompt_token_ids: list[int],
-                 generator: torch.Generator | None, detokenizer: IncrementalDetokenizer,
+                 generator: torch.Generator | None, detokenizer: IncrementalDetokenizer | None,
                  leader: "Sequence | None" = None) -> None:
         self.seq_id = seq_id
         self.request = request
@@ -33,7 +33,7 @@ class Sequence:
         self.block_hashes: list[bytes] = []     # hashes of the leading full blocks already registered
         self.status = SequenceStatus.WAITING
         self.generator = generator
-        self.detokenizer = detokenizer
+        self.detokenizer = detokenizer          # None: detokenize=False, text stays ""
         self.leader = leader                    # n > 1: waits until this sibling's prompt is cached
         self.logprobs: list[dict[int, float]] | None = [] if request.params.logprobs is not None else None
         self.finish_reason: str | None = None
@@ -86,6 +86,13 @@ class Request:
     bad_words_ids: list[list[int]] = field(default_factory=list)
     seqs: list[Sequence] = field(default_factory=list)
     error: str | None = None
+    stream: bool = True          # False: the engine reports this request once, when it has finished
+
+    def __post_init__(self) -> None:
+        p = self.params
+        # Greedy with nothing that edits logits: sampling is one argmax, no per-step sampling tensors.
+        self.plain_greedy = (p.greedy and p.logprobs is None and not self.bad_words_ids and p.min_tokens == 0
+                             and p.repetition_penalty == 1.0 and not p.presence_penalty and not p.frequency_penalty)
 
     @property
     def finished(self) -> bool:

@@ -109,3 +109,55 @@ def test_random_weights_deterministic_and_finite(tiny_config):
     b = build_random_model(cfg, torch.float32, torch.device("cpu"), seed=3)
     for (n, p), q in zip(a.named_parameters(), b.parameters()):
         assert torch.isfinite(p).all() and torch.equal(p, q), n
+
+
+def test_cli_prefill_tflops_and_ttft(tiny_config, tmp_path, capsys):
+    out = tmp_path / "pre.json"
+    args = _parse(["bench", "prefill", "--model", tiny_config, "--random-weights", "--dtype", "float32",
+                   "--batch-size", "3", "--input-len", "20", "--output", str(out)])
+    assert args.func(args) == 0
+    res = json.loads(out.read_text())["ember"]
+    assert res["batch_size"] == 3 and res["input_len"] == 20 and res["steps"] == 1   # the whole batch in one step
+    assert res["tflops"] > 0 and res["pct_of_peak"] == pytest.approx(100 * res["tflops"] / 787.0)
+    assert res["ttft_1_ms"] > 0 and "tflops" in capsys.readouterr().out
+
+
+def test_prefill_flop_count_matches_hand_count(tiny_config):
+    from ember.bench.engine_bench import attention_flops, linear_flops_per_token
+    from ember.bench.model import build_random_model
+
+    cfg = load_bench_config(tiny_config)
+    model = build_random_model(cfg, torch.float32, torch.device("cpu"))
+    body, head = linear_flops_per_token(model)
+    h, i, layers, v = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size
+    d = getattr(cfg, "head_dim", None) or h // cfg.num_attention_heads
+    q, kv = cfg.num_attention_heads * d, cfg.num_key_value_heads * d
+    assert body == 2 * layers * (h * (q + 2 * kv) + q * h + 3 * h * i)
+    assert head == 2 * h * v
+    assert attention_flops(cfg, 4) == 2 * 2 * layers * q * 4 * 5 / 2
+
+
+def test_cli_throughput_concurrency_sweep_and_plots(tiny_config, tmp_path, capsys):
+    out = tmp_path / "thr.json"
+    args = _parse(["bench", "throughput", "--model", tiny_config, "--random-weights", "--dtype", "float32",
+                   "--num-requests", "6", "--input-len", "6", "--output-len", "3", "--max-num-seqs", "4",
+                   "--concurrency", "1", "4", "--plot", str(tmp_path / "p"), "--output", str(out)])
+    assert args.func(args) == 0
+    data = json.loads(out.read_text())
+    sweep = data["concurrency_sweep"]
+    assert [r["concurrency"] for r in sweep] == [1, 4] and all(r["output_tokens"] == 18 for r in sweep)
+    assert sweep[0]["steps"] > sweep[1]["steps"]           # one sequence at a time takes more steps
+    png = tmp_path / "p_throughput.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="concurrency 8 > max_num_seqs 4"):
+        bad = _parse(["bench", "throughput", "--model", tiny_config, "--random-weights", "--dtype", "float32",
+                      "--num-requests", "2", "--input-len", "4", "--output-len", "2", "--max-num-seqs", "4",
+                      "--concurrency", "8"])
+        bad.func(bad)
+
+
+def test_cli_latency_plot(tiny_config, tmp_path):
+    args = _parse(["bench", "latency", "--model", tiny_config, "--random-weights", "--dtype", "float32",
+                   "--batch-size", "1", "--input-len", "4", "--output-len", "4", "--plot", str(tmp_path / "l")])
+    assert args.func(args) == 0
+    assert (tmp_path / "l_latency.png").read_bytes()[:4] == b"\x89PNG"

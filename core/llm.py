@@ -90,7 +90,7 @@ class LLM:
         for i, p in enumerate(prompts):
             if len(p) == 0:
                 raise ValueError(f"prompt {i} is empty; pass at least one token")
-        rids = self._add(prompts, plist, add_special_tokens)
+        rids = self._add(prompts, plist, add_special_tokens, stream=False)
         bar = _progress(len(rids), use_tqdm)
         final: dict[str, RequestOutput] = {}
         try:
@@ -141,12 +141,14 @@ class LLM:
         return self.engine.stats()
 
     # -- plumbing ----------------------------------------------------------------------------------------------
-    def _add(self, prompts: list[Prompt], params: list[SamplingParams], add_special_tokens: bool) -> list[str]:
+    def _add(self, prompts: list[Prompt], params: list[SamplingParams], add_special_tokens: bool,
+             stream: bool = True) -> list[str]:
+        """stream=False: the engine reports each request once, finished (offline generate needs nothing else)."""
         rids: list[str] = []
         with self._lock:
             try:
                 for prompt, p in zip(prompts, params):
-                    rid = self.engine.add_request(prompt, p, add_special_tokens=add_special_tokens)
+                    rid = self.engine.add_request(prompt, p, add_special_tokens=add_special_tokens, stream=stream)
                     self._inbox[rid] = deque()
                     rids.append(rid)
             except Exception:

@@ -11,6 +11,7 @@ from transformers import PretrainedConfig
 from ember.attention.metadata import AttentionMetadata
 from ember.layers.activation import get_act_and_mul
 from ember.layers.attention import Attention
+from ember.layers.fused import fused_qk_rope
 from ember.layers.linear import Linear, MergedLinear, QKVLinear
 from ember.layers.norm import RMSNorm
 from ember.layers.rotary import RotaryEmbedding
@@ -55,11 +56,16 @@ class LlamaAttention(nn.Module):
     def forward(self, positions: torch.Tensor, hidden: torch.Tensor, meta: AttentionMetadata,
                 rotary: RotaryEmbedding) -> torch.Tensor:
         q, k, v = self.qkv_proj.split(self.qkv_proj(hidden))                          # [T, Hq*D], [T, Hkv*D] x2
-        if self.qk_norm:
-            t = q.shape[0]
-            q = self.q_norm(q.view(t, self.num_heads, self.head_dim)).view(t, -1)
-            k = self.k_norm(k.view(t, self.num_kv_heads, self.head_dim)).view(t, -1)
-        q, k = rotary(positions, q, k)
+        fused = fused_qk_rope(q) if self.qk_norm else None
+        if fused is not None:   # q_norm, k_norm and rope in one kernel (same rounding as the three below)
+            q, k = fused.qk_norm_rotary(positions, q, k, self.q_norm.weight, self.k_norm.weight, self.q_norm.eps,
+                                        self.q_norm.gemma, rotary.cos_cache, rotary.sin_cache, rotary.head_dim)
+        else:
+            if self.qk_norm:
+                t = q.shape[0]
+                q = self.q_norm(q.view(t, self.num_heads, self.head_dim)).view(t, -1)
+                k = self.k_norm(k.view(t, self.num_kv_heads, self.head_dim)).view(t, -1)
+            q, k = rotary(positions, q, k)
         return self.o_proj(self.attn(q, k, v, meta))                                 # [T, H]
 
 

@@ -100,6 +100,77 @@ def rotary(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, cos: torch
 
 
 @triton.jit
+def _qk_norm_rope_kernel(q_ptr, k_ptr, q_out_ptr, k_out_ptr, qw_ptr, kw_ptr, pos_ptr, cos_ptr, sin_ptr, stride_qt,
+                         stride_kt, eps, HQ: tl.constexpr, HK: tl.constexpr, D: tl.constexpr, ROT: tl.constexpr,
+                         HALF_PAD: tl.constexpr, REST_PAD: tl.constexpr, GEMMA: tl.constexpr):
+    """Grid (T, HQ + HK): per-head RMSNorm (q_norm / k_norm weights) then neox rotation of one head, one pass.
+
+    Rounding as the two kernels it replaces: the norm's output is rounded to the activation dtype, rope reads it."""
+    t = tl.program_id(0)
+    h = tl.program_id(1)
+    if h < HQ:
+        src = q_ptr + t * stride_qt + h * D
+        dst = q_out_ptr + (t * HQ + h) * D
+        w_ptr = qw_ptr
+    else:
+        src = k_ptr + t * stride_kt + (h - HQ) * D
+        dst = k_out_ptr + (t * HK + h - HQ) * D
+        w_ptr = kw_ptr
+    half: tl.constexpr = ROT // 2
+    dt = q_out_ptr.dtype.element_ty
+    offs = tl.arange(0, HALF_PAD)
+    ok = offs < half
+    x1 = tl.load(src + offs, mask=ok, other=0.0).to(tl.float32)
+    x2 = tl.load(src + half + offs, mask=ok, other=0.0).to(tl.float32)
+    ss = tl.sum(x1 * x1, 0) + tl.sum(x2 * x2, 0)
+    if ROT < D:
+        offs_r = tl.arange(0, REST_PAD)
+        ok_r = offs_r < D - ROT
+        xr = tl.load(src + ROT + offs_r, mask=ok_r, other=0.0).to(tl.float32)
+        ss += tl.sum(xr * xr, 0)
+    inv = 1.0 / tl.sqrt(ss / D + eps)
+    w1 = tl.load(w_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+    w2 = tl.load(w_ptr + half + offs, mask=ok, other=0.0).to(tl.float32)
+    if GEMMA:
+        n1 = (x1 * inv * (1.0 + w1)).to(dt).to(tl.float32)
+        n2 = (x2 * inv * (1.0 + w2)).to(dt).to(tl.float32)
+    else:
+        n1 = ((x1 * inv).to(dt).to(tl.float32) * w1).to(dt).to(tl.float32)
+        n2 = ((x2 * inv).to(dt).to(tl.float32) * w2).to(dt).to(tl.float32)
+    pos = tl.load(pos_ptr + t)
+    cos = tl.load(cos_ptr + pos * ROT + offs, mask=ok, other=0.0).to(dt).to(tl.float32)
+    sin = tl.load(sin_ptr + pos * ROT + offs, mask=ok, other=0.0).to(dt).to(tl.float32)
+    tl.store(dst + offs, (n1 * cos - n2 * sin).to(dt), mask=ok)
+    tl.store(dst + half + offs, (n2 * cos + n1 * sin).to(dt), mask=ok)
+    if ROT < D:
+        wr = tl.load(w_ptr + ROT + offs_r, mask=ok_r, other=0.0).to(tl.float32)
+        if GEMMA:
+            nr = xr * inv * (1.0 + wr)
+        else:
+            nr = (xr * inv).to(dt).to(tl.float32) * wr
+        tl.store(dst + ROT + offs_r, nr.to(dt), mask=ok_r)
+
+
+def qk_norm_rotary(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, q_weight: torch.Tensor,
+                   k_weight: torch.Tensor, eps: float, gemma: bool, cos: torch.Tensor, sin: torch.Tensor,
+                   head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """rotary(q_norm(q), k_norm(k)) per head in one launch: q [T, Hq*D], k [T, Hkv*D] (rows may be strided) ->
+    new contiguous q, k. Same values as `rmsnorm` per head followed by `rotary`."""
+    t = q.shape[0]
+    hq, hk, rot = q.shape[1] // head_dim, k.shape[1] // head_dim, cos.shape[1]
+    q_out = torch.empty(t, hq * head_dim, dtype=q.dtype, device=q.device)
+    k_out = torch.empty(t, hk * head_dim, dtype=k.dtype, device=k.device)
+    if t:
+        q, k = _row_major(q), _row_major(k)
+        _qk_norm_rope_kernel[(t, hq + hk)](q, k, q_out, k_out, q_weight, k_weight, positions, cos, sin,
+                                           q.stride(0), k.stride(0), eps, HQ=hq, HK=hk, D=head_dim, ROT=rot,
+                                           HALF_PAD=triton.next_power_of_2(rot // 2),
+                                           REST_PAD=triton.next_power_of_2(max(head_dim - rot, 1)), GEMMA=gemma,
+                                           num_warps=1)
+    return q_out, k_out
+
+
+@triton.jit
 def _act_mul_kernel(x_ptr, out_ptr, stride_xt, I, GELU: tl.constexpr, BLOCK: tl.constexpr):
     """Grid (T, cdiv(I, BLOCK)): out = act(gate) * up, act rounded to the dtype before the product (as PyTorch)."""
     t = tl.program_id(0)

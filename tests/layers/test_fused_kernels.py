@@ -53,6 +53,21 @@ CHECK = textwrap.dedent('''
             close(got_q, want, "rope q", tol)
             close(got_k, rope._rotate(k, rope.cos_cache[pos].to(dt)[:, None], rope.sin_cache[pos].to(dt)[:, None]),
                   "rope k", tol)
+            for gemma in (False, True):                         # q/k norm + rope in one kernel == the two
+                qn, kn = RMSNorm(32, 1e-6, gemma=gemma).to(device, dt), RMSNorm(32, 1e-6, gemma=gemma).to(device, dt)
+                with torch.no_grad():
+                    qn.weight.normal_()
+                    kn.weight.normal_()
+                nq = fk.rmsnorm(q.view(6, 2, 32), qn.weight, qn.eps, gemma=gemma).view(6, -1)
+                nk = fk.rmsnorm(k.view(6, 1, 32), kn.weight, kn.eps, gemma=gemma).view(6, -1)
+                want_q, want_k = fk.rotary(pos, nq, nk, rope.cos_cache, rope.sin_cache, 32)
+                ref_q = rope._rotate(qn._norm(q.view(6, 2, 32)).view(6, -1), rope.cos_cache[pos].to(dt)[:, None],
+                                     rope.sin_cache[pos].to(dt)[:, None])
+                out_q, out_k = fk.qk_norm_rotary(pos, q, k, qn.weight, kn.weight, qn.eps, gemma, rope.cos_cache,
+                                                 rope.sin_cache, 32)
+                close(out_q, want_q, "qk_norm_rope q vs kernels", tol)
+                close(out_k, want_k, "qk_norm_rope k vs kernels", tol)
+                close(out_q, ref_q, "qk_norm_rope q vs torch", tol)
         x = torch.randn(4, 2 * 1500, device=device, dtype=dt)
         gate, up = x.chunk(2, -1)
         close(fk.act_and_mul(x), torch.nn.functional.silu(gate) * up, "silu", tol)

@@ -1,4 +1,5 @@
-"""Registers ember's built-in calibration / evaluation text sources through the hooks third-party plugins use."""
+"""Registers ember's built-in calibration / evaluation text sources and quantization recipes through the hooks
+third-party plugins use."""
 
 from ember.plugins import hookimpl
 
@@ -14,8 +15,24 @@ DATASETS = {
     "c4": ("ember.quantization.datasets.hub:c4", "hub", "allenai/c4 en, first shards"),
 }
 
+RECIPES = {
+    "fp8": "ember.quantization.recipes.fp8:FP8Recipe",
+    "fp8-rowwise": "ember.quantization.recipes.fp8:FP8RowWiseRecipe",
+    "int8-wo": "ember.quantization.recipes.int8:Int8WeightOnlyRecipe",
+    "int8-sq": "ember.quantization.recipes.int8:SmoothQuantRecipe",
+    "int4-awq": "ember.quantization.recipes.awq:Int4AWQRecipe",
+    "nvfp4": "ember.quantization.recipes.nvfp4:NVFP4Recipe",
+    "nvfp4-awq": "ember.quantization.recipes.awq:NVFP4AWQRecipe",
+}
+
 
 @hookimpl
 def ember_register_calib_datasets(register) -> None:
     for name, (target, source, description) in DATASETS.items():
         register(name, target, source=source, description=description)
+
+
+@hookimpl
+def ember_register_quant_recipes(register) -> None:
+    for name, target in RECIPES.items():
+        register(name, target)

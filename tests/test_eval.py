@@ -10,15 +10,6 @@ import torch.nn.functional as F
 from ember.evaluation import eval_windows, perplexity
 
 
-@pytest.fixture(scope="module", autouse=True)
-def quantization_plugin():
-    from ember.plugins import get_plugin_manager, get_registry
-    import ember.quantization.plugin as plugin
-
-    if ("calib_dataset", "lee-news") not in get_registry():
-        get_plugin_manager().add_plugin(plugin, name="ember-quantization", distribution="ember")
-
-
 def hf_ppl(hf_model, windows):
     nll, n = 0.0, 0
     with torch.no_grad():

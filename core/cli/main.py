@@ -6,10 +6,10 @@ import argparse
 import sys
 from typing import Sequence
 
-from ember.cli import bench, generate, models, plugins
+from ember.cli import bench, eval, generate, models, plugins, quantize
 
 # Each module: add_parser(subparsers) registering its parser with set_defaults(func=run(args) -> exit code).
-SUBCOMMANDS = (generate, models, plugins, bench)
+SUBCOMMANDS = (generate, models, plugins, bench, quantize, eval)
 
 EPILOG = """examples:
   ember generate --model smollm2 --prompt "Write a haiku about embers" --chat

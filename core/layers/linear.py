@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ember.layers.gemv import linear as gemv_linear
+
 
 def _check_shape(param: nn.Parameter, loaded: torch.Tensor, what: str) -> None:
     if tuple(param.shape) != tuple(loaded.shape):
@@ -27,6 +29,10 @@ class Linear(nn.Linear):
 
     def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: str | int | None = None) -> None:
         default_weight_loader(param, loaded)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """F.linear, except CUDA bf16/fp16 decode shapes where the Triton skinny GEMM measured faster (gemv.TABLE)."""
+        return gemv_linear(x, self.weight, self.bias)
 
 
 class MergedLinear(Linear):

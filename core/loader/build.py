@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, PretrainedConfig
 
+from ember.loader.quantized import quantized_weights, read_quant_config, swap_quant_linears_
 from ember.loader.weights import CheckpointError, SafetensorsCheckpoint
 from ember.model_base import CausalLM
 from ember.plugins import get_registry
@@ -53,12 +54,20 @@ def load_model(path: str | Path, dtype: torch.dtype, device: str | torch.device,
     config = load_config(path, trust_remote_code=trust_remote_code)
     model = build_model(config, dtype, device)
     checkpoint = SafetensorsCheckpoint(path)
+    qconfig = read_quant_config(path)  # metadata decides; file names never do
+    swapped = swap_quant_linears_(model, qconfig, dtype, device) if qconfig and qconfig["quant_algo"] else {}
     try:
-        model.load_weights(checkpoint)
+        model.load_weights(quantized_weights(model, checkpoint, swapped) if qconfig else checkpoint)
+        for name, module in swapped.items():
+            try:
+                module.finalize_()
+            except ValueError as exc:
+                raise CheckpointError(f"{name}: {exc}") from exc
     except CheckpointError as exc:
         if exc.file is not None:
             raise
         file = checkpoint.file_of(exc.tensor) if exc.tensor else None
         raise CheckpointError(exc.message, file=checkpoint.path / file if file else checkpoint.path,
                               tensor=exc.tensor) from exc
+    model.quant_config = qconfig
     return model.eval()

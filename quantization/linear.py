@@ -1,0 +1,127 @@
+"""QuantLinear: a linear whose weight is stored in a quantized `Format`; loads fused q/k/v and gate/up by shard.
+
+Runs everywhere by dequantize-then-matmul (the activation fake-quantized as the real kernel would see it);
+on CUDA, FP8 per-tensor goes through `torch._scaled_mm`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ember.quantization.formats import FP8, Format
+
+
+class QuantLinear(nn.Module):
+    """Drop-in for ember's Linear / MergedLinear / QKVLinear: same `output_sizes`, `shard_range`, `split`."""
+
+    def __init__(self, fmt: Format, in_features: int, output_sizes: list[int], bias: bool,
+                 dtype: torch.dtype, device: torch.device | str, shard_names: dict | None = None) -> None:
+        super().__init__()
+        self.format, self.in_features, self.compute_dtype = fmt, in_features, dtype
+        self.output_sizes = list(output_sizes)
+        self.out_features = sum(output_sizes)
+        self.shard_names = shard_names or {}  # "q" -> 0 ...: shard ids as the model's packed mapping names them
+        n, k = self.out_features, in_features
+        for name, spec in fmt.specs.items():
+            shape = fmt.shape(name, n, k, len(output_sizes))
+            init = torch.ones if spec.optional or spec.mode == "scalar" else torch.zeros
+            p = nn.Parameter(init(shape, dtype=spec.dtype, device=device) if spec.dtype.is_floating_point
+                             and spec.dtype not in (torch.float8_e4m3fn,) else
+                             torch.zeros(shape, dtype=spec.dtype, device=device), requires_grad=False)
+            p.weight_loader, p.tensor_name = self.weight_loader, name
+            self.register_parameter(name, p)
+        self.bias = None
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(n, dtype=dtype, device=device), requires_grad=False)
+            self.bias.weight_loader, self.bias.tensor_name = self.weight_loader, "bias"
+        self._loaded_shared: set[str] = set()
+        self._dense: torch.Tensor | None = None
+
+    # -- loading -------------------------------------------------------------------------------------------------
+    def shard_index(self, shard_id: str | int) -> int:
+        return self.shard_names.get(shard_id, shard_id) if isinstance(shard_id, str) else int(shard_id)
+
+    def shard_range(self, shard_id: str | int) -> tuple[int, int]:
+        idx = self.shard_index(shard_id)
+        return sum(self.output_sizes[:idx]), self.output_sizes[idx]
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name).data for name in self.format.specs}
+
+    def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: str | int | None = None) -> None:
+        name = param.tensor_name
+        mode = "rows" if name == "bias" else self.format.specs[name].mode
+        if mode == "shared":
+            if name in self._loaded_shared and not torch.equal(param.data, loaded.to(param.dtype)):
+                raise ValueError(f"{name} differs between the fused shards; ember needs one {name} per fused "
+                                 "module (ModelOpt's export resmooths shared-input layers to make them equal)")
+            self._loaded_shared.add(name)
+            target = param.data
+        elif mode == "scalar":
+            target = param.data if shard_id is None else param.data[self.shard_index(shard_id)]
+            if shard_id is None and loaded.numel() == 1:
+                target, loaded = param.data, loaded.reshape(1).expand_as(param.data)
+            loaded = loaded.reshape(target.shape)
+        elif shard_id is None:
+            target = param.data
+        else:
+            start, size = self.shard_range(shard_id)
+            if mode == "rows2":
+                start, size = start // 2, size // 2
+            target = param.data.narrow(0, start, size)
+        if tuple(target.shape) != tuple(loaded.shape):
+            raise ValueError(f"shape mismatch for {name} shard {shard_id!r}: expected {tuple(target.shape)}, "
+                             f"got {tuple(loaded.shape)}")
+        if loaded.dtype != param.dtype and name != "bias":
+            raise ValueError(f"{name} has dtype {loaded.dtype}, the {self.format.quant_algo} format stores "
+                             f"{param.dtype}")
+        target.copy_(loaded)
+
+    def finalize_(self) -> None:
+        """After loading: unify per-shard scales (see Format.finalize), check them, cache the dense weight on CPU."""
+        t = self.tensors()
+        self.format.finalize(t, self.output_sizes)
+        for name, value in t.items():
+            if value.dtype.is_floating_point and value.dtype != torch.float8_e4m3fn and not torch.isfinite(value).all():
+                raise ValueError(f"{name} holds NaN or inf")
+        # why: on CPU the fallback would otherwise dequantize every weight on every forward (~10x slower ppl runs)
+        self._dense = self.dense_weight() if self.weight.device.type == "cpu" else None
+
+    def dense_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The dequantized weight [N, K]."""
+        w = self.format.weight(self.tensors(), self.output_sizes)
+        return w.to(dtype or self.compute_dtype)
+
+    # -- forward -------------------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [T, K] -> [T, N]
+        if x.is_cuda and isinstance(self.format, FP8) and type(self.format) is FP8:
+            return self._fp8_scaled_mm(x)
+        t = self.tensors()
+        xq = self.format.act(x, t)
+        w = self._dense if self._dense is not None else self.format.weight(t, self.output_sizes)
+        return F.linear(xq, w.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+
+    def _fp8_scaled_mm(self, x: torch.Tensor) -> torch.Tensor:
+        # why: FP8 tensor cores (1425 vs 787 TFLOP/s bf16 on H100, 1.83x on a decode GEMV, gpu.md)
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        s_in, s_w = self.input_scale[:1].float(), self.weight_scale[:1].float()
+        xq = (x2.float() / s_in).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+        m = xq.shape[0]
+        pad = (-m) % 16  # _scaled_mm wants M a multiple of 16
+        if pad:
+            xq = torch.cat([xq, xq.new_zeros(pad, xq.shape[1])])
+        out_dtype = x.dtype if x.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
+        y = torch._scaled_mm(xq, self.weight.t(), scale_a=s_in.reshape(()), scale_b=s_w.reshape(()),
+                             out_dtype=out_dtype)[:m].to(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias.to(x.dtype)
+        return y.reshape(*shape[:-1], -1)
+
+    def split(self, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return y.split(self.output_sizes, dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"{self.format.quant_algo}, in={self.in_features}, out={self.output_sizes}"

@@ -1,0 +1,1 @@
+"""ember's built-in quantization recipes (registered in ember.quantization.plugin)."""

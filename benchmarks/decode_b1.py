@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from graph_profile import graph_kernel_rows  # benchmarks/ is on sys.path when run as a script
 
 import ember.layers.fused
 from ember.layers import gemv
@@ -146,19 +147,7 @@ def replay_ms(eng, bs: int) -> float:
 
 
 def profile_kinds(eng, bs: int, label: str) -> None:
-    from torch.profiler import ProfilerActivity, profile as prof
-
-    g = eng.runner.graphs.graphs[bs]
-    with prof(activities=[ProfilerActivity.CUDA]) as p:
-        for _ in range(5):
-            g.replay()
-        torch.cuda.synchronize()
-    rows = []
-    for e in p.key_averages():
-        t = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
-        if t > 0:
-            rows.append((t / 5, e.count // 5, e.key))
-    rows.sort(reverse=True)
+    rows = graph_kernel_rows(eng.runner.graphs.graphs[bs])
     total = sum(r[0] for r in rows)
     print(f"-- {label}: {total:.0f} us of kernels per step, {sum(r[1] for r in rows)} kernels")
     for t, c, kname in rows[:12]:

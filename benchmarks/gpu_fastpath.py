@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 import ember.layers.fused
+from graph_profile import graph_kernel_rows  # benchmarks/ is on sys.path when run as a script
 from ember.bench import datasets
 from ember.bench.engine_bench import latency, throughput
 from ember.bench.model import build_random_model, load_bench_config, make_engine
@@ -110,8 +111,6 @@ def latency_variants(args, model, vocab):
 def step_profile(eng, bs: int, name: str, args) -> None:
     """GPU time of one bucket-`bs` graph replay (events, median of 20) and its kernel time per kind (CUPTI sees
     the kernels inside graphs): the step without any host work."""
-    from torch.profiler import ProfilerActivity, profile as prof
-
     g = eng.runner.graphs.graphs[bs]
     for _ in range(3):
         g.replay()
@@ -127,16 +126,7 @@ def step_profile(eng, bs: int, name: str, args) -> None:
     RESULTS[f"graph_replay_b{bs}_{name}_ms"] = ms
     ROWS.append({"what": f"  graph replay alone, batch {bs}, {name} (GPU time)", "tok_s": bs * 1e3 / ms,
                  "itl_p50": ms})
-    with prof(activities=[ProfilerActivity.CUDA]) as p:
-        for _ in range(5):
-            g.replay()
-        torch.cuda.synchronize()
-    rows = []
-    for e in p.key_averages():
-        t = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
-        if t > 0:
-            rows.append((t / 5, e.count // 5, e.key))
-    rows.sort(reverse=True)
+    rows = graph_kernel_rows(g)
     total = sum(r[0] for r in rows)
     lines = [f"-- batch {bs}, {name}: {total:.0f} us of kernels per step, {sum(r[1] for r in rows)} kernels",
              f"{'us/step':>9} {'%':>5} {'calls':>5}  kernel"]

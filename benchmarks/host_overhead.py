@@ -75,7 +75,7 @@ def measure(batch: int, graphs: bool, in_len: int, out_len: int, stream: bool) -
     kw = {} if stream or "stream" not in LLMEngine.add_request.__code__.co_varnames else {"stream": False}
     for i in range(batch):
         eng.add_request([(7 * i + j) % 100 + 1 for j in range(in_len)], params(out_len, False), **kw)
-    times, sched = [], []
+    times = []
     while eng.has_unfinished():
         t0 = time.perf_counter()
         eng.step()

@@ -1,7 +1,8 @@
 """Write a quantized checkpoint in ModelOpt's unified Hugging Face format, atomically (temp dir + rename).
 
 Layout (what `modelopt.torch.export.export_hf_checkpoint` writes, and vLLM / SGLang / TRT-LLM read):
-`model.safetensors` with per-linear `weight` (packed), `weight_scale`, `weight_scale_2`, `input_scale`,
+`model.safetensors` (or `model-0000i-of-0000n.safetensors` shards + `model.safetensors.index.json` past
+`max_shard_size`, as `save_pretrained` splits them) with per-linear `weight` (packed), `weight_scale`, `weight_scale_2`, `input_scale`,
 `pre_quant_scale`, and `self_attn.{k,v}_proj.{k,v}_scale` for an FP8 KV cache; `hf_quant_config.json`;
 `config.json` with `quantization_config` (quant_method "modelopt"); the tokenizer files copied as they are.
 Fused ember modules (qkv_proj, gate_up_proj) are split back into the checkpoint's q/k/v and gate/up names.
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import split_torch_state_dict_into_shards
 from safetensors.torch import save_file
 from torch import nn
 
@@ -24,6 +26,7 @@ from ember.quantization.formats import Format
 
 PRODUCER = {"name": "modelopt", "version": "0.47.0"}  # readers key on the name; ember wrote it (see "ember")
 SKIP_FILES = {"config.json", "hf_quant_config.json", "model.safetensors.index.json"}
+MAX_SHARD_SIZE = "5GB"  # save_pretrained's split size for safetensors shards
 
 
 class OutputExistsError(FileExistsError, ValueError):
@@ -96,8 +99,20 @@ def quant_metadata(quant: dict[str, Any], exclude: list[str], kv_cache: str | No
     return hf, cfg
 
 
+def save_sharded(state: dict[str, torch.Tensor], folder: Path, max_shard_size: int | str | None = None) -> None:
+    """`model.safetensors`, or shards + index past `max_shard_size` (default MAX_SHARD_SIZE; huggingface_hub's
+    split, HF's file names)."""
+    split = split_torch_state_dict_into_shards(state, max_shard_size=max_shard_size or MAX_SHARD_SIZE)
+    for filename, names in split.filename_to_tensors.items():
+        save_file({n: state[n] for n in names}, str(folder / filename), metadata={"format": "pt"})
+    if split.is_sharded:
+        index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
 def write_checkpoint(output: str | Path, source: str | Path, state: dict[str, torch.Tensor],
-                     hf_quant_config: dict, quantization_config: dict, force: bool = False) -> Path:
+                     hf_quant_config: dict, quantization_config: dict, force: bool = False,
+                     max_shard_size: int | str | None = None) -> Path:
     """Write the folder atomically: everything lands in a temp dir beside `output`, then one rename."""
     output, source = Path(output), Path(source)
     if output.exists() and not force:
@@ -113,7 +128,7 @@ def write_checkpoint(output: str | Path, source: str | Path, state: dict[str, to
         config["quantization_config"] = quantization_config
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         (tmp / "hf_quant_config.json").write_text(json.dumps(hf_quant_config, indent=4) + "\n")
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        save_sharded(state, tmp, max_shard_size)
         if output.exists():  # force: move the old one aside first, so a crash never leaves neither
             old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
             output.rename(old / output.name)

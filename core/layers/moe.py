@@ -1,12 +1,33 @@
-"""Sparse mixture-of-experts block: softmax/top-k router and stacked expert weights, a per-expert loop for now."""
+"""Sparse mixture-of-experts block: softmax/top-k router and stacked expert weights.
+
+CUDA bf16/fp16 runs the fused Triton path (ember.layers.moe_kernels: no host sync, CUDA-graph safe); CPU, fp32 and
+EMBER_FUSED_MOE=0 run the reference per-expert loop.
+"""
 
 from __future__ import annotations
+
+import os
+from types import ModuleType
 
 import torch
 from torch import nn
 
-from ember.layers.activation import get_act_and_mul
+from ember.layers.activation import GeluTanhAndMul, get_act_and_mul
 from ember.layers.linear import Linear
+
+FUSED = os.environ.get("EMBER_FUSED_MOE", "1") != "0"
+_kernels: ModuleType | None = None
+
+
+def fused_moe_kernels(x: torch.Tensor) -> ModuleType | None:
+    """ember.layers.moe_kernels for a CUDA bf16/fp16 tensor when enabled, else None (the reference loop runs)."""
+    global _kernels
+    if not (FUSED and x.is_cuda and x.dtype in (torch.bfloat16, torch.float16)):
+        return None
+    if _kernels is None:
+        from ember.layers import moe_kernels as module   # imports triton: only ever on a CUDA call
+        _kernels = module
+    return _kernels
 
 
 class FusedExperts(nn.Module):
@@ -24,6 +45,7 @@ class FusedExperts(nn.Module):
         self.gate_up_proj.weight_loader = self.weight_loader
         self.down_proj.weight_loader = self.weight_loader
         self.act = get_act_and_mul(act)
+        self.gelu = isinstance(self.act, GeluTanhAndMul)
 
     def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor,
                       shard_id: tuple[int, str] | None = None) -> None:
@@ -41,8 +63,18 @@ class FusedExperts(nn.Module):
 
     def forward(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
         """x [T, H], topk_ids / topk_weights [T, K] -> [T, H]."""
+        kernels = fused_moe_kernels(x)
+        if kernels is not None and self.gate_up_proj.dtype == x.dtype:
+            return kernels.fused_experts(x, self.gate_up_proj, self.down_proj, topk_ids, topk_weights, self.gelu)
+        return self.reference(x, topk_ids, topk_weights)
+
+    def reference(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
+        """The per-expert loop: readable, and the yardstick for the fused path (it syncs with the host)."""
+        if x.is_cuda and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("the reference MoE loop syncs with the host and cannot be captured in a CUDA graph: "
+                               "use the fused path (CUDA bf16/fp16, EMBER_FUSED_MOE unset) or cuda_graphs=False")
         out = torch.zeros_like(x)
-        for expert in torch.unique(topk_ids).tolist():  # host sync: fine for the reference path, a GPU kernel is later
+        for expert in torch.unique(topk_ids).tolist():
             token_idx, slot = torch.where(topk_ids == expert)
             h = self.act(x[token_idx] @ self.gate_up_proj[expert].t())                 # [n, I]
             h = (h @ self.down_proj[expert].t()) * topk_weights[token_idx, slot, None]  # [n, H]
@@ -62,6 +94,10 @@ class SparseMoeBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.gate(x)                                                          # [T, E]
+        kernels = fused_moe_kernels(x)
+        if kernels is not None:
+            weights, ids = kernels.topk_softmax(logits, self.top_k, self.norm_topk_prob, x.dtype)
+            return self.experts(x, ids, weights)
         probs = torch.softmax(logits, dim=-1, dtype=torch.float)
         weights, ids = torch.topk(probs, self.top_k, dim=-1)                           # [T, K]
         if self.norm_topk_prob:

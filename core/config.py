@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "bfloat16", "float16", "float32")
+
 
 @dataclass(frozen=True)
 class KvCacheConfig:
@@ -46,6 +48,14 @@ class EngineConfig:
     # other devices and backends run eagerly whatever this says). False = eager everywhere (enforce_eager).
     cuda_graphs: bool = True
     cuda_graph_max_batch: int = 512      # largest captured bucket (capped at max_num_seqs); bigger batches run eager
+    # KV-cache element type. "auto": what the checkpoint declares (e4m3 when hf_quant_config.json says
+    # kv_cache_quant_algo FP8, as TensorRT-LLM reads it; vLLM instead waits for --kv-cache-dtype fp8), else the model
+    # dtype. "fp8" / "fp8_e4m3": e4m3 with the checkpoint's per-layer k_scale / v_scale, or 1.0 where it has none
+    # (uncalibrated, as vLLM does: |k| beyond 448 saturates). A float dtype name forces that dtype (opt out of fp8).
+    kv_cache_dtype: str = "auto"
+    # Launch decode step n+1 before step n's sampled ids reach the host, so the host work of one step hides behind
+    # the GPU work of the next (see ember.engine.llm_engine). None: on for CUDA, off elsewhere.
+    async_scheduling: bool | None = None
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1:
@@ -56,5 +66,7 @@ class EngineConfig:
             raise ValueError(f"max_model_len must be >= 1 or None (use the checkpoint's), got {self.max_model_len}")
         if self.cuda_graph_max_batch < 1:
             raise ValueError(f"cuda_graph_max_batch must be >= 1, got {self.cuda_graph_max_batch}")
+        if self.kv_cache_dtype not in KV_CACHE_DTYPES:
+            raise ValueError(f"kv_cache_dtype must be one of {', '.join(KV_CACHE_DTYPES)}, got {self.kv_cache_dtype!r}")
         if not isinstance(self.kv_cache, KvCacheConfig):
             raise ValueError(f"kv_cache must be a KvCacheConfig, got {type(self.kv_cache).__name__}")

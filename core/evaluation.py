@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ember.attention.kv_quant import is_fp8, resolve_kv_cache_dtype
 from ember.attention.metadata import build_metadata
 from ember.attention.torch_backend import TorchAttentionBackend
 from ember.layers.attention import Attention
@@ -27,16 +28,24 @@ class PerplexityResult:
 
 
 class PrefillRunner:
-    """Runs whole sequences through a CausalLM in one varlen prefill over a private paged KV cache."""
+    """Runs whole sequences through a CausalLM in one varlen prefill over a private paged KV cache.
 
-    def __init__(self, model: CausalLM, max_seqs: int, max_len: int, block_size: int = 16) -> None:
+    `kv_cache_dtype` as EngineConfig's: "auto" scores with the fp8 cache a checkpoint declares, as the engine runs it.
+    """
+
+    def __init__(self, model: CausalLM, max_seqs: int, max_len: int, block_size: int = 16,
+                 kv_cache_dtype: str = "auto") -> None:
         param = next(model.parameters())
         self.model, self.block_size, self.device = model, block_size, param.device
         self.backend = TorchAttentionBackend(param.device, param.dtype)
         layers = sorted((m for m in model.modules() if isinstance(m, Attention)), key=lambda m: m.layer_idx)
+        kv_dtype = resolve_kv_cache_dtype(kv_cache_dtype, param.dtype, getattr(model, "quant_config", None))
+        if is_fp8(kv_dtype):
+            for m in layers:
+                m.kv_scales_to_(param.device)
         num_blocks = max_seqs * -(-max_len // block_size) + 1
         self.kv_caches = [torch.zeros(2, num_blocks, block_size, m.num_kv_heads, m.head_dim,
-                                      dtype=param.dtype, device=param.device) for m in layers]
+                                      dtype=kv_dtype, device=param.device) for m in layers]
         self.num_blocks = num_blocks
 
     @torch.no_grad()
@@ -82,12 +91,14 @@ def eval_windows(tokens: list[int], seq_len: int, num_windows: int | None, strid
 def perplexity(model_or_path: CausalLM | str | Path, texts: list[str] | str, tokenizer: Any = None,
                seq_len: int = 512, num_windows: int | None = 16, stride: int | None = None,
                bos: bool | None = None, split: str = "eval", batch_size: int = 4,
-               dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> PerplexityResult:
+               dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+               kv_cache_dtype: str = "auto") -> PerplexityResult:
     """Perplexity over the first `num_windows` windows of `seq_len` tokens of `texts`.
 
     `texts`: documents, or a dataset name / local file (its `split` documents, see
     `ember.quantization.datasets`), joined by blank lines into one token stream. `bos=None` starts every window
     with BOS exactly when the tokenizer adds BOS itself (Gemma needs it). Model paths load with `load_model`.
+    `kv_cache_dtype` (EngineConfig's values): "auto" includes the error of the fp8 KV cache a checkpoint declares.
     """
     from ember.quantization.datasets import adds_bos, load_texts, token_stream
 
@@ -112,7 +123,7 @@ def perplexity(model_or_path: CausalLM | str | Path, texts: list[str] | str, tok
     windows = eval_windows(token_stream(tokenizer, docs, max_tokens=need), seq_len, num_windows, stride, bos_id)
     if not windows:
         raise ValueError(f"the text holds fewer than {seq_len} tokens: not one window")
-    runner = PrefillRunner(model, max_seqs=batch_size, max_len=seq_len)
+    runner = PrefillRunner(model, max_seqs=batch_size, max_len=seq_len, kv_cache_dtype=kv_cache_dtype)
     total_nll, total_tokens = 0.0, 0
     for i in range(0, len(windows), batch_size):
         batch = windows[i:i + batch_size]

@@ -25,14 +25,18 @@ _DTYPES = {"float32": torch.float32, "float": torch.float32, "fp32": torch.float
 class LLM:
     """`LLM("smollm2").generate(["Hello"], SamplingParams(max_tokens=32))`.
 
-    dtype "auto" takes the checkpoint's dtype on CUDA and float32 on CPU.
+    dtype "auto" takes the checkpoint's dtype on CUDA and float32 on CPU. kv_cache_dtype "auto" gives an fp8 (e4m3)
+    KV cache when the checkpoint declares one (`ember quantize --kv-cache fp8`), else the model dtype; "fp8" asks
+    for it anyway (k/v scales 1.0 where the checkpoint has none), "bfloat16" etc. refuse it (EngineConfig).
+    async_scheduling (None: on for CUDA) launches each decode step before the previous one's tokens reach the host.
     """
 
     def __init__(self, model: str | os.PathLike, dtype: str | torch.dtype = "auto", device: str = "auto",
                  max_num_seqs: int = 256, max_num_tokens: int = 4096, max_model_len: int | None = None,
                  kv_cache: KvCacheConfig | None = None, enable_chunked_prefill: bool = True,
                  attention_backend: str = "auto", seed: int = 0, trust_remote_code: bool = False,
-                 revision: str | None = None, cuda_graphs: bool = True) -> None:
+                 revision: str | None = None, cuda_graphs: bool = True, kv_cache_dtype: str = "auto",
+                 async_scheduling: bool | None = None) -> None:
         from transformers import AutoTokenizer
 
         from ember.loader.build import load_model
@@ -49,7 +53,8 @@ class LLM:
         self.config = EngineConfig(max_num_seqs=max_num_seqs, max_num_tokens=max_num_tokens,
                                    max_model_len=max_model_len or int(limit), kv_cache=kv_cache or KvCacheConfig(),
                                    enable_chunked_prefill=enable_chunked_prefill,
-                                   attention_backend=attention_backend, seed=seed, cuda_graphs=cuda_graphs)
+                                   attention_backend=attention_backend, seed=seed, cuda_graphs=cuda_graphs,
+                                   kv_cache_dtype=kv_cache_dtype, async_scheduling=async_scheduling)
         self.model = load_model(self.path, self.dtype, self.device, trust_remote_code=trust_remote_code)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust_remote_code)
         self.engine = LLMEngine(self.model, self.tokenizer, self.config, self.device, self.dtype,

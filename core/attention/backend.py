@@ -20,6 +20,9 @@ class AttentionLayerSpec(Protocol):
     scale: float
     sliding_window: int | None   # attend to keys with q_pos - k_pos < sliding_window; None = full
     logits_soft_cap: float | None
+    # fp32 scalar tensors on the cache's device; an fp8 (e4m3) cache stores k / k_scale and v / v_scale
+    k_scale: torch.Tensor
+    v_scale: torch.Tensor
 
 
 class AttentionBackend(ABC):
@@ -41,4 +44,6 @@ class AttentionBackend(ABC):
 
         q: [T, Hq, D], k and v: [T, Hkv, D], kv_cache: [2, num_blocks, block_size, Hkv, D] -> out [T, Hq, D].
         Query i of a sequence sits at position seq_len - query_len + i and sees keys at positions <= its own.
+        The cache is in q's dtype or e4m3 (`ember.attention.kv_quant`): then k/v are stored divided by
+        `layer.k_scale` / `layer.v_scale` and read back multiplied by them.
         """

@@ -6,15 +6,21 @@ import torch
 import torch.nn.functional as F
 
 from ember.attention.backend import AttentionBackend, AttentionLayerSpec
+from ember.attention.kv_quant import dequantize_kv, is_fp8, quantize_kv
 from ember.attention.metadata import AttentionMetadata
 
 
-def write_kv(kv_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> None:
-    """Scatter k/v [T, Hkv, D] into their cache slots."""
+def write_kv(kv_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor,
+             k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None) -> None:
+    """Scatter k/v [T, Hkv, D] into their cache slots (an fp8 cache stores clamp(k / k_scale), clamp(v / v_scale))."""
     _, num_blocks, block_size, hkv, d = kv_cache.shape
     flat = kv_cache.view(2, num_blocks * block_size, hkv, d)
-    flat[0].index_copy_(0, slot_mapping, k.to(kv_cache.dtype))
-    flat[1].index_copy_(0, slot_mapping, v.to(kv_cache.dtype))
+    if is_fp8(kv_cache.dtype):
+        # why: index_copy_ has no float8 kernel on CPU; the bytes are what we copy anyway
+        flat = flat.view(torch.uint8)
+        k, v = quantize_kv(k, k_scale).view(torch.uint8), quantize_kv(v, v_scale).view(torch.uint8)
+    flat[0].index_copy_(0, slot_mapping, k.to(flat.dtype))
+    flat[1].index_copy_(0, slot_mapping, v.to(flat.dtype))
 
 
 def gather_kv(kv_cache: torch.Tensor, block_table: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,11 +49,15 @@ class TorchAttentionBackend(AttentionBackend):
 
     def forward(self, layer: AttentionLayerSpec, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 kv_cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        write_kv(kv_cache, k, v, meta.slot_mapping)
+        fp8 = is_fp8(kv_cache.dtype)
+        write_kv(kv_cache, k, v, meta.slot_mapping, layer.k_scale, layer.v_scale)
         out = torch.empty_like(q)
         start = 0
         for i, (q_len, s_len) in enumerate(zip(meta.query_lens_cpu, meta.seq_lens_cpu)):
             keys, values = gather_kv(kv_cache, meta.block_tables[i], s_len)        # [L, Hkv, D]
+            if fp8:   # dequantize the gathered blocks
+                keys = dequantize_kv(keys, layer.k_scale, q.dtype)
+                values = dequantize_kv(values, layer.v_scale, q.dtype)
             qi = q[start:start + q_len].transpose(0, 1)                              # [Hq, Q, D]
             ki = keys.transpose(0, 1).to(q.dtype)                                    # [Hkv, L, D]
             vi = values.transpose(0, 1).to(q.dtype)

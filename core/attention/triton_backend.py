@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ember.attention.backend import AttentionBackend, AttentionLayerSpec
+from ember.attention.kv_quant import is_fp8, quantize_kv
 from ember.attention.metadata import AttentionMetadata
 
 try:
@@ -57,27 +58,43 @@ class TritonAttentionBackend(AttentionBackend):
         self.use_index_copy = False   # write the cache with torch's index_copy_ instead of the Triton kernel
 
     # -- cache write -------------------------------------------------------------------------------------------
-    def write_kv(self, kv_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> None:
-        """Scatter k/v [T, Hkv, D] into `kv_cache` at `slot_mapping` (a negative slot marks a padding token)."""
+    def write_kv(self, kv_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor,
+                 k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None) -> None:
+        """Scatter k/v [T, Hkv, D] into `kv_cache` at `slot_mapping` (a negative slot marks a padding token).
+        An fp8 cache needs the layer's k_scale / v_scale (fp32 scalars on the cache's device)."""
         t, hkv, d = k.shape
         if t == 0:
             return
+        fp8 = is_fp8(kv_cache.dtype)
+        if fp8 and (k_scale is None or v_scale is None):
+            raise ValueError("writing an fp8 KV cache needs k_scale and v_scale")
         if self.use_index_copy:
             flat = kv_cache.view(2, -1, hkv, d)
-            flat[0].index_copy_(0, slot_mapping, k.to(kv_cache.dtype))
-            flat[1].index_copy_(0, slot_mapping, v.to(kv_cache.dtype))
+            if fp8:
+                flat = flat.view(torch.uint8)   # why: index_copy_ has no float8 kernel on CPU
+                k, v = quantize_kv(k, k_scale).view(torch.uint8), quantize_kv(v, v_scale).view(torch.uint8)
+            flat[0].index_copy_(0, slot_mapping, k.to(flat.dtype))
+            flat[1].index_copy_(0, slot_mapping, v.to(flat.dtype))
             return
         k, v = _last_dim_contiguous(k), _last_dim_contiguous(v)
         kernels.write_kv_kernel[(t, hkv)](
-            k, v, kv_cache, slot_mapping, k.stride(0), k.stride(1), v.stride(0), v.stride(1), kv_cache[0].numel(),
-            HKV=hkv, D=d, D_PAD=_pow2(d), num_warps=1)
+            k, v, kv_cache, slot_mapping, k_scale if fp8 else kv_cache, v_scale if fp8 else kv_cache,
+            k.stride(0), k.stride(1), v.stride(0), v.stride(1), kv_cache[0].numel(),
+            HKV=hkv, D=d, D_PAD=_pow2(d), FP8=fp8, EXACT_FP8_ROUNDING=fp8 and kv_cache.device.type == "cpu",
+            num_warps=1)
 
     # -- attention ---------------------------------------------------------------------------------------------
     def forward(self, layer: AttentionLayerSpec, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 kv_cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         hq, hkv, d = layer.num_heads, layer.num_kv_heads, layer.head_dim
         _check_supported(q, kv_cache, hq, hkv, d)
-        self.write_kv(kv_cache, k, v, meta.slot_mapping)
+        fp8 = is_fp8(kv_cache.dtype)
+        # Unused pointers of a non-fp8 cache still have to be device tensors: the cache stands in for them.
+        k_scale, v_scale = (layer.k_scale, layer.v_scale) if fp8 else (kv_cache, kv_cache)
+        if fp8 and k_scale.device != kv_cache.device:
+            raise ValueError(f"layer {layer.layer_idx}: k_scale / v_scale live on {k_scale.device}, the fp8 KV cache "
+                             f"on {kv_cache.device}: call Attention.kv_scales_to_(device) (the ModelRunner does)")
+        self.write_kv(kv_cache, k, v, meta.slot_mapping, k_scale, v_scale)
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         if q.shape[0] == 0:
             return out
@@ -104,13 +121,13 @@ class TritonAttentionBackend(AttentionBackend):
         d_pad = max(16, _pow2(d))
         kernels.paged_attention_kernel[(meta.num_seqs, tiles, hkv * splits)](
             q, kv_cache, out, part_acc, part_m, part_l,
-            meta.block_tables, meta.seq_lens, meta.query_start_loc,
+            meta.block_tables, meta.seq_lens, meta.query_start_loc, k_scale, v_scale,
             q.stride(0), q.stride(1), out.stride(0), out.stride(1), meta.block_tables.stride(0), kv_cache[0].numel(),
             layer.scale, layer.logits_soft_cap or 0.0, layer.sliding_window or 0, splits,
             HQ=hq, HKV=hkv, GROUP=group, GROUP_PAD=group_pad, D=d, D_PAD=d_pad, PAGE=kv_cache.shape[2],
             BLOCK_Q=block_q, BLOCK_N=cfg.block_n,
             USE_SOFT_CAP=layer.logits_soft_cap is not None, USE_WINDOW=layer.sliding_window is not None,
-            FP32_DOT=_fp32_dot(q), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+            FP32_DOT=_fp32_dot(q), KV_FP8=fp8, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
         if splits > 1:
             kernels.reduce_splits_kernel[(t, hq)](
                 part_acc, part_m, part_l, out, out.stride(0), out.stride(1), splits,

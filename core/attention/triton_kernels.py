@@ -6,12 +6,31 @@ import triton
 import triton.language as tl
 
 LOG2E = tl.constexpr(1.4426950408889634)  # globals reach @jit code only as constexpr
+FP8_MAX = tl.constexpr(448.0)             # largest finite e4m3 value
 
 
 @triton.jit
-def write_kv_kernel(k_ptr, v_ptr, cache_ptr, slot_ptr, stride_kt, stride_kh, stride_vt, stride_vh, v_plane,
-                    HKV: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr):
-    """Grid (T, Hkv): copy k[t, h] and v[t, h] into cache slot slot_mapping[t]; a negative slot is padding."""
+def _fp8_range(x, scale, EXACT_ROUNDING: tl.constexpr):
+    """x -> clamp(x / scale, -448, 448) in fp32, ready for the cast to e4m3."""
+    x = x.to(tl.float32) / scale
+    x = tl.minimum(tl.maximum(x, -FP8_MAX), FP8_MAX)
+    if EXACT_ROUNDING:
+        # why: the interpreter's fp32 -> e4m3 cast loses the rounding carry (31.4 -> 16, triton 3.9), so round to
+        # the e4m3 grid here and the cast is exact. The step is 2**(exponent - 3), 2**-9 for e4m3 subnormals.
+        e = tl.maximum(((x.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127, -6)
+        step = ((e + 124) << 23).to(tl.float32, bitcast=True)
+        magic = step * 12582912.0                                   # 1.5 * 2**23 steps: x + magic rounds to a step
+        x = (x + magic) - magic
+    return x
+
+
+@triton.jit
+def write_kv_kernel(k_ptr, v_ptr, cache_ptr, slot_ptr, k_scale_ptr, v_scale_ptr,
+                    stride_kt, stride_kh, stride_vt, stride_vh, v_plane,
+                    HKV: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr,
+                    FP8: tl.constexpr, EXACT_FP8_ROUNDING: tl.constexpr):
+    """Grid (T, Hkv): copy k[t, h] and v[t, h] into cache slot slot_mapping[t]; a negative slot is padding.
+    FP8: the cache is e4m3 and gets clamp(k / k_scale), clamp(v / v_scale) (scales: fp32 device scalars)."""
     t = tl.program_id(0)
     h = tl.program_id(1)
     slot = tl.load(slot_ptr + t)
@@ -21,6 +40,11 @@ def write_kv_kernel(k_ptr, v_ptr, cache_ptr, slot_ptr, stride_kt, stride_kh, str
         dst = slot * (HKV * D) + h * D + offs_d                     # int64: caches pass 2**31 elements
         k = tl.load(k_ptr + t * stride_kt + h * stride_kh + offs_d, mask=d_ok)
         v = tl.load(v_ptr + t * stride_vt + h * stride_vh + offs_d, mask=d_ok)
+        if FP8:   # round to nearest even, as torch's .to(float8_e4m3fn) that the torch backend uses
+            k = _fp8_range(k, tl.load(k_scale_ptr), EXACT_FP8_ROUNDING).to(cache_ptr.dtype.element_ty,
+                                                                             fp_downcast_rounding="rtne")
+            v = _fp8_range(v, tl.load(v_scale_ptr), EXACT_FP8_ROUNDING).to(cache_ptr.dtype.element_ty,
+                                                                             fp_downcast_rounding="rtne")
         tl.store(cache_ptr + dst, k.to(cache_ptr.dtype.element_ty), mask=d_ok)
         tl.store(cache_ptr + v_plane + dst, v.to(cache_ptr.dtype.element_ty), mask=d_ok)
 
@@ -28,13 +52,13 @@ def write_kv_kernel(k_ptr, v_ptr, cache_ptr, slot_ptr, stride_kt, stride_kh, str
 @triton.jit
 def paged_attention_kernel(
     q_ptr, cache_ptr, out_ptr, part_acc_ptr, part_m_ptr, part_l_ptr,
-    block_tables_ptr, seq_lens_ptr, query_start_ptr,
+    block_tables_ptr, seq_lens_ptr, query_start_ptr, k_scale_ptr, v_scale_ptr,
     stride_qt, stride_qh, stride_ot, stride_oh, stride_bt, v_plane,
     scale, soft_cap, window, NUM_SPLITS,
     HQ: tl.constexpr, HKV: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr,
     D: tl.constexpr, D_PAD: tl.constexpr, PAGE: tl.constexpr,
     BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
-    USE_SOFT_CAP: tl.constexpr, USE_WINDOW: tl.constexpr, FP32_DOT: tl.constexpr,
+    USE_SOFT_CAP: tl.constexpr, USE_WINDOW: tl.constexpr, FP32_DOT: tl.constexpr, KV_FP8: tl.constexpr,
 ):
     """Grid (B, query tiles, Hkv * NUM_SPLITS). NUM_SPLITS is a run-time argument: it follows the context
     length, and a constexpr would compile a new kernel each time it changes.
@@ -43,6 +67,8 @@ def paged_attention_kernel(
     (rows = BLOCK_Q * GROUP_PAD), so each K/V tile is loaded once for the whole group, and walks its share of
     the visible keys, gathered token by token through the block table. With NUM_SPLITS == 1 it writes the
     normalised output; otherwise it writes an unnormalised partial (acc, running max m, sum l) for reduce.
+    KV_FP8: the cache is e4m3; K and V tiles are widened to q's dtype as loaded, k_scale folds into the score
+    scale and v_scale into the fp32 accumulator, so the tiles are never multiplied element by element.
     """
     seq = tl.program_id(0)
     tile = tl.program_id(1)
@@ -79,6 +105,9 @@ def paged_attention_kernel(
     s_lo = lo + split * span
     s_hi = tl.minimum(s_lo + span, hi)
 
+    qk_scale = scale
+    if KV_FP8:
+        qk_scale = scale * tl.load(k_scale_ptr)                      # q . (k8 * k_scale) = (q . k8) * k_scale
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, D_PAD], tl.float32)
@@ -95,10 +124,10 @@ def paged_attention_kernel(
         else:
             s = tl.dot(q, k)                                                             # [M, N] fp32
         if USE_SOFT_CAP:
-            s = s * scale / soft_cap
+            s = s * qk_scale / soft_cap
             s = soft_cap * (1.0 - 2.0 / (tl.exp(2.0 * s) + 1.0)) * LOG2E               # cap * tanh, log2 units
         else:
-            s = s * (scale * LOG2E)
+            s = s * (qk_scale * LOG2E)
         visible = n_ok[None, :] & (offs_n[None, :] <= q_pos[:, None])
         if USE_WINDOW:
             visible = visible & ((q_pos[:, None] - offs_n[None, :]) < window)
@@ -116,6 +145,8 @@ def paged_attention_kernel(
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
 
+    if KV_FP8:
+        acc = acc * tl.load(v_scale_ptr)                             # p @ (v8 * v_scale) = (p @ v8) * v_scale
     if NUM_SPLITS == 1:
         out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
         tl.store(out_ptr + q_tok[:, None] * stride_ot + head[:, None] * stride_oh + offs_d[None, :],

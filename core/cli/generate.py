@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ember.config import KV_CACHE_DTYPES
+
 EPILOG = """examples:
   ember generate --model smollm2 --prompt "Write a haiku about embers" --chat
   ember generate --model smollm2 --prompt "The capital of France is" --max-tokens 16
@@ -33,6 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="where to run (default auto: cuda when a GPU is visible, else cpu)")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
                    help="weights and activations dtype (default auto: float32 on CPU, the checkpoint's on GPU)")
+    p.add_argument("--kv-cache-dtype", default="auto", choices=KV_CACHE_DTYPES,
+                   help="KV-cache dtype (default auto: fp8 when the checkpoint declares an FP8 KV cache, else the "
+                        "model dtype); fp8 = e4m3 with the checkpoint's k/v scales, 1.0 where it has none")
     p.add_argument("--revision", help="hub revision (branch, tag or commit) for a repo id")
     p.add_argument("--trust-remote-code", action="store_true", help="allow checkpoint-provided code")
     p.set_defaults(func=run)
@@ -51,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                             top_k=args.top_k, seed=args.seed)
     # LLM resolves the name (alias, dir, .gguf, repo id) through ember.loader.resolve.resolve_model.
     llm = LLM(args.model, dtype=args.dtype, device=args.device, max_num_seqs=1, revision=args.revision,
-              trust_remote_code=args.trust_remote_code)
+              trust_remote_code=args.trust_remote_code, kv_cache_dtype=args.kv_cache_dtype)
     if args.chat:
         messages = [{"role": "system", "content": args.system}] if args.system else []
         prompt = chat_prompt_ids(llm, messages + [{"role": "user", "content": prompt}])

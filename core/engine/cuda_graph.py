@@ -26,20 +26,22 @@ def graph_buckets(max_batch: int) -> list[int]:
 class DecodeGraphs:
     """Replays `compute_logits(model(input_ids, positions, meta))` for decode-only steps of up to `max_batch` rows.
 
-    Every input lives in a static device buffer the graphs were captured over. A step fills two preallocated
-    pinned host buffers with numpy (ids / positions / slots / lengths in one [4, B] int64 array, block tables in a
-    [B, max_blocks] int32 array whose rows are only rewritten where a sequence's table changed), pads the batch to
-    the next bucket with slot -1 (the cache write skips it) and seq_len 0 (attention reads nothing), issues two
-    non-blocking copies and replays; the graph itself scatters the [4, B] staging buffer into the model's inputs.
-    The attention backend sizes its launch from `meta.seq_len_bound = max_model_len`, never this step's lengths.
+    Every input lives in a static device buffer the graphs were captured over. A step fills preallocated pinned
+    host buffers with numpy (ids / positions / slots / lengths / sources in one [5, B] int64 array, block tables
+    in a [B, max_blocks] int32 array whose rows are only rewritten where a sequence's table changed), pads the
+    batch to the next bucket with slot -1 (the cache write skips it) and seq_len 0 (attention reads nothing),
+    issues two non-blocking copies and replays; the graph itself scatters the [5, B] staging buffer into the
+    model's inputs. The attention backend sizes its launch from `meta.seq_len_bound = max_model_len`, never this
+    step's lengths.
 
-    Host buffers are reused: the caller must not start the next `run` before the previous step's copies have
-    completed. The engine guarantees it: every step ends by reading the sampled ids back (a stream sync after the
-    replay). An overlapped scheduler would need two sets of host buffers.
+    Async scheduling: a row whose source is >= 0 takes its input id from `last_sampled[source]` on the device
+    (the token the previous step sampled, not yet on the host). Two sets of host buffers alternate, so a step can
+    be prepared while the previous step's copies may still be pending; the caller syncs at least every other step.
     """
 
     def __init__(self, model: nn.Module, backend: AttentionBackend, kv_caches: list[torch.Tensor], block_size: int,
-                 max_batch: int, max_model_len: int, vocab_size: int, device: torch.device) -> None:
+                 max_batch: int, max_model_len: int, vocab_size: int, device: torch.device,
+                 last_sampled: torch.Tensor) -> None:
         self.model = model
         self.backend = backend
         self.kv_caches = kv_caches
@@ -55,14 +57,10 @@ class DecodeGraphs:
         self.block_tables = torch.zeros(n, width, dtype=torch.int32, device=device)      # [B, max_blocks]
         self.query_start_loc = torch.arange(n + 1, dtype=torch.int32, device=device)     # decode: one token each
         self.logits = torch.zeros(n, vocab_size, dtype=torch.float32, device=device)     # [B, V]
-        self.staging = torch.zeros(4, n, dtype=torch.long, device=device)               # ids, pos, slots, lens
-        pin = device.type == "cuda"
-        self.host_inputs = torch.zeros(4, n, dtype=torch.long, pin_memory=pin)
-        self.host_tables = torch.zeros(n, width, dtype=torch.int32, pin_memory=pin)
-        self._inputs_np = self.host_inputs.numpy()
-        self._tables_np = self.host_tables.numpy()
-        self._row_list: list[list[int] | None] = [None] * n   # which block-table list each host row mirrors
-        self._row_len = [0] * n                                # and how much of it is written
+        self.last_sampled = last_sampled                                                 # [>= B] int64
+        self.staging = torch.zeros(5, n, dtype=torch.long, device=device)     # ids, pos, slots, lens, sources
+        self.host = [_HostBuffers(n, width, device.type == "cuda") for _ in range(2)]
+        self._flip = 0
         self._rows = np.arange(n)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.pool = None
@@ -79,7 +77,8 @@ class DecodeGraphs:
 
     def _forward(self, bs: int, meta: AttentionMetadata) -> None:
         # Captured too: one H2D copy per step lands in `staging`; these scatter it (int64 -> int32 lengths).
-        self.input_ids[:bs].copy_(self.staging[0, :bs])
+        src = self.staging[4, :bs]
+        self.input_ids[:bs].copy_(torch.where(src >= 0, self.last_sampled[src.clamp(min=0)], self.staging[0, :bs]))
         self.positions[:bs].copy_(self.staging[1, :bs])
         self.slot_mapping[:bs].copy_(self.staging[2, :bs])
         self.seq_lens[:bs].copy_(self.staging[3, :bs])
@@ -92,6 +91,7 @@ class DecodeGraphs:
         t0 = time.perf_counter()
         self.staging.zero_()
         self.staging[2].fill_(-1)     # warm-up and capture must not write the KV cache (slot -1, length 0)
+        self.staging[4].fill_(-1)
         for bs in reversed(self.buckets):
             meta = self._meta(bs)
             self._forward(bs, meta)   # warm-up: compiles the Triton kernels, settles cuBLAS workspaces
@@ -105,13 +105,16 @@ class DecodeGraphs:
         logger.info("captured %d decode CUDA graphs (batch %s) in %.1f s", len(self.graphs),
                     ",".join(map(str, self.buckets)), time.perf_counter() - t0)
 
-    def run(self, seqs: list) -> torch.Tensor:
+    def run(self, seqs: list, sources: list[int] | None = None) -> torch.Tensor:
         """One decode step of the B = len(seqs) sequences (each computes its last token, at position
-        `num_computed_tokens`) -> logits [B, V] (a view of the static buffer, valid until the next replay)."""
+        `num_computed_tokens`) -> logits [B, V] (a view of the static buffer, valid until the next replay).
+        `sources[i] >= 0`: row i's input id is `last_sampled[sources[i]]` (async scheduling)."""
         b = len(seqs)
         bs = self.bucket_for(b)
         bsz = self.block_size
-        tables, row_list, row_len = self._tables_np, self._row_list, self._row_len
+        host = self.host[self._flip]
+        self._flip ^= 1
+        tables, row_list, row_len = host.tables_np, host.row_list, host.row_len
         for i, seq in enumerate(seqs):
             t = seq.block_table
             n = len(t)
@@ -124,17 +127,31 @@ class DecodeGraphs:
                 tables[i, :n] = t
                 row_list[i] = t
                 row_len[i] = n
-        inputs = self._inputs_np
+        inputs = host.inputs_np
         pos = np.fromiter((s.num_computed_tokens for s in seqs), dtype=np.int64, count=b)
         inputs[0, :b] = [s.token_ids[-1] for s in seqs]
         inputs[1, :b] = pos
         inputs[2, :b] = tables[self._rows[:b], pos // bsz] * bsz + pos % bsz
         inputs[3, :b] = pos + 1
+        inputs[4, :b] = -1 if sources is None else sources
         if bs > b:
             inputs[0:2, b:bs] = 0
             inputs[2, b:bs] = -1
             inputs[3, b:bs] = 0
-        self.staging.copy_(self.host_inputs, non_blocking=True)
-        self.block_tables[:bs].copy_(self.host_tables[:bs], non_blocking=True)
+            inputs[4, b:bs] = -1
+        self.staging.copy_(host.inputs, non_blocking=True)
+        self.block_tables[:bs].copy_(host.tables[:bs], non_blocking=True)
         self.graphs[bs].replay()
         return self.logits[:b]
+
+
+class _HostBuffers:
+    """Pinned staging for one step: inputs [5, B] int64, block tables [B, max_blocks] int32 mirrored row by row."""
+
+    def __init__(self, n: int, width: int, pin: bool) -> None:
+        self.inputs = torch.zeros(5, n, dtype=torch.long, pin_memory=pin)
+        self.tables = torch.zeros(n, width, dtype=torch.int32, pin_memory=pin)
+        self.inputs_np = self.inputs.numpy()
+        self.tables_np = self.tables.numpy()
+        self.row_list: list[list[int] | None] = [None] * n   # which block-table list each host row mirrors
+        self.row_len = [0] * n                                # and how much of it is written

@@ -1,4 +1,12 @@
-"""LLMEngine: requests in, RequestOutputs out; each step is schedule -> run -> postprocess."""
+"""LLMEngine: requests in, RequestOutputs out; each step is schedule -> run -> postprocess.
+
+Async scheduling (on by default on CUDA): a decode-only step is launched before the previous step's sampled ids
+reach the host. Each sequence of the step in flight carries a PLACEHOLDER last token while the next step is
+scheduled and launched (its input is read on the device); then the host waits for the older step, swaps the
+real ids in and applies stop conditions, while the GPU runs the newer one. A sequence that finished is one
+wasted row in the step after (its result is dropped). Steps with prefill, or with sampling that reads the token
+history (penalties, bad words, min_tokens, logprobs), run synchronously as before.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +20,10 @@ from torch import nn
 from ember.config import EngineConfig
 from ember.engine.block_manager import BlockManager
 from ember.engine.detokenizer import IncrementalDetokenizer
-from ember.engine.model_runner import ModelRunner, StepResult
+from ember.engine.model_runner import ModelRunner, PendingStep, StepResult
 from ember.engine.output_processor import append_token, make_output
 from ember.engine.scheduler import ScheduledBatch, Scheduler
-from ember.engine.sequence import Request, Sequence, SequenceStatus
+from ember.engine.sequence import PLACEHOLDER, Request, Sequence, SequenceStatus
 from ember.outputs import RequestOutput
 from ember.sampling_params import SamplingParams
 
@@ -51,6 +59,9 @@ class LLMEngine:
         self._rejected: list[Request] = []     # failed at admission; reported by the next step
         self._ids = itertools.count()
         self._seq_ids = itertools.count()
+        self.async_scheduling = (device.type == "cuda" if config.async_scheduling is None
+                                 else config.async_scheduling)
+        self._inflight: tuple[ScheduledBatch, PendingStep] | None = None
 
     @property
     def eos_token_ids(self) -> list[int]:
@@ -141,15 +152,54 @@ class LLMEngine:
 
     # -- the loop ----------------------------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
+        if not self.async_scheduling:
+            batch = self.scheduler.schedule()
+            results = self.runner.execute(batch, self._eos_ids) if batch.seqs else []
+            return self._postprocess(batch, results)
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            self._assume_sampled(inflight[0])
         batch = self.scheduler.schedule()
+        if self._can_launch(batch):
+            self._inflight = (batch, self.runner.launch(batch.seqs, self._eos_ids))
+            return self._resolve(inflight[1]) if inflight is not None else self._emit([], [])
+        outputs = self._resolve(inflight[1]) if inflight is not None else []
+        batch = _without_finished(batch)
         results = self.runner.execute(batch, self._eos_ids) if batch.seqs else []
-        return self._postprocess(batch, results)
+        return outputs + self._postprocess(batch, results)
+
+    def _can_launch(self, batch: ScheduledBatch) -> bool:
+        """A decode-only step whose sampling reads no token history can run ahead of the host."""
+        return bool(batch.seqs) and not batch.failed and len(batch.seqs) == sum(batch.num_new_tokens) and all(
+            s.request.history_free and s.num_computed_tokens + 1 == len(s.token_ids) for s in batch.seqs)
+
+    def _assume_sampled(self, batch: ScheduledBatch) -> None:
+        """The step in flight computed its tokens and sampled one more each: advance the sequences by a
+        PLACEHOLDER so the scheduler plans the next step (and its KV slots) before the ids are known."""
+        batch = _without_finished(batch)
+        for seq in batch.seqs:
+            seq.token_ids.append(PLACEHOLDER)
+        self.scheduler.mark_computed(batch)
+
+    def _resolve(self, pending: PendingStep) -> list[RequestOutput]:
+        """Wait for an older step's ids, put them in place of the placeholders and apply stop conditions."""
+        results = []
+        for seq, token in zip(pending.seqs, pending.tokens()):
+            if seq.token_ids and seq.token_ids[-1] == PLACEHOLDER:
+                seq.token_ids.pop()
+                if not seq.is_finished:
+                    results.append((seq, token, None))
+        return self._emit([], results)
 
     def _postprocess(self, batch: ScheduledBatch, results: list[StepResult]) -> list[RequestOutput]:
         self.scheduler.mark_computed(batch)
+        return self._emit(batch.failed, results)
+
+    def _emit(self, failed: list[Sequence], results: list[StepResult]) -> list[RequestOutput]:
+        """Append sampled tokens, finish and free what stopped, and build the outputs to report."""
         touched: dict[str, Request] = {r.request_id: r for r in self._rejected}
         self._rejected = []
-        for seq in batch.failed:
+        for seq in failed:
             seq.request.error = (f"sequence of {seq.num_tokens} tokens no longer fits in the KV cache "
                                  f"({self.block_manager.num_blocks} blocks of {self.block_manager.block_size}); "
                                  "raise kv_cache num_blocks or lower max_tokens")
@@ -183,3 +233,11 @@ class LLMEngine:
             prefix_cache_hit_tokens=s.prefix_hit_tokens, prefix_cache_query_tokens=s.prefix_query_tokens,
             num_preemptions=s.num_preemptions, num_blocks=bm.num_blocks, num_blocks_used=bm.num_used_blocks,
             num_blocks_free=bm.num_free_blocks, num_running=len(s.running), num_waiting=len(s.waiting))
+
+
+def _without_finished(batch: ScheduledBatch) -> ScheduledBatch:
+    """The batch minus sequences that finished (or were aborted) after it was scheduled."""
+    if not any(s.is_finished for s in batch.seqs):
+        return batch
+    keep = [(s, n) for s, n in zip(batch.seqs, batch.num_new_tokens) if not s.is_finished]
+    return ScheduledBatch([s for s, _ in keep], [n for _, n in keep], batch.failed)

@@ -4,22 +4,39 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from ember.attention.kv_quant import is_fp8, resolve_kv_cache_dtype
 from ember.attention.metadata import build_metadata
 from ember.config import EngineConfig
 from ember.engine.cuda_graph import DecodeGraphs
 from ember.engine.sampler import Sampler, SamplingBatch
 from ember.engine.scheduler import ScheduledBatch
-from ember.engine.sequence import Sequence
+from ember.engine.sequence import PLACEHOLDER, Sequence
 from ember.layers.attention import Attention
 from ember.plugins import get_registry
 
 logger = logging.getLogger("ember.engine")
 
 StepResult = tuple[Sequence, int, dict[int, float] | None]   # (sequence, sampled token id, logprobs)
+
+
+@dataclass
+class PendingStep:
+    """A launched decode step whose sampled ids are on their way to pinned host memory (async scheduling)."""
+
+    seqs: list[Sequence]
+    sampled_host: torch.Tensor           # [>= N] int64, pinned on CUDA; rows [:N] valid once `done` fired
+    done: torch.cuda.Event | None        # None on CPU (the copy was synchronous)
+
+    def tokens(self) -> list[int]:
+        """The sampled ids, waiting for this step only (not for a step launched after it)."""
+        if self.done is not None:
+            self.done.synchronize()
+        return self.sampled_host[:len(self.seqs)].tolist()
 
 
 def pick_backend(name: str, device: torch.device) -> str:
@@ -47,14 +64,23 @@ class ModelRunner:
             raise ValueError(f"{type(model).__name__} has no ember.layers.attention.Attention modules; "
                              "model plugins must build their attention from that layer")
         self.layers = layers
+        self.kv_dtype = resolve_kv_cache_dtype(config.kv_cache_dtype, dtype, getattr(model, "quant_config", None))
+        if is_fp8(self.kv_dtype):
+            self._place_kv_scales()
         self.num_blocks = config.kv_cache.num_blocks or self._auto_num_blocks()
         self.kv_caches = self._allocate(self.num_blocks)
         self.sampler = Sampler(device, config.seed)
+        # Async scheduling: each launched step's sampled ids stay here for the next step's inputs (device side),
+        # and go to one of two pinned host buffers (the host reads step n while step n+1 runs).
+        self.last_sampled = torch.zeros(config.max_num_seqs, dtype=torch.long, device=device)   # [max_num_seqs]
+        pin = device.type == "cuda"
+        self._sampled_host = [torch.zeros(config.max_num_seqs, dtype=torch.long, pin_memory=pin) for _ in range(2)]
+        self._sampled_flip = 0
         self.graphs: DecodeGraphs | None = None
         if self.use_cuda_graphs:
             self.graphs = DecodeGraphs(model, self.backend, self.kv_caches, self.block_size,
                                        min(config.cuda_graph_max_batch, config.max_num_seqs), max_model_len,
-                                       model.config.vocab_size, device)
+                                       model.config.vocab_size, device, self.last_sampled)
             self.graphs.capture()
 
     @property
@@ -62,16 +88,30 @@ class ModelRunner:
         """Why: at batch 1 an eager 8B decode step is launch-bound (~400 kernels); replaying a graph is not."""
         return self.config.cuda_graphs and self.device.type == "cuda" and self.backend.supports_cuda_graphs
 
+    def _place_kv_scales(self) -> None:
+        """fp8 cache: every layer's k_scale / v_scale onto the device (the kernels read them there)."""
+        calibrated = sum(layer.kv_scales_calibrated for layer in self.layers)
+        if calibrated < len(self.layers):
+            logger.warning("FP8 KV cache: %d of %d attention layers have no k_scale / v_scale in the checkpoint and "
+                           "use uncalibrated scales 1.0 (as vLLM does; |k|, |v| beyond 448 saturate). Quantize with "
+                           "`ember quantize --kv-cache fp8` for calibrated scales", len(self.layers) - calibrated,
+                           len(self.layers))
+        else:
+            logger.info("FP8 KV cache with the checkpoint's calibrated k/v scales")
+        for layer in self.layers:
+            layer.kv_scales_to_(self.device)
+
     def _allocate(self, num_blocks: int) -> list[torch.Tensor]:
-        """One [2, num_blocks, block_size, Hkv, D] cache per attention layer, indexed by layer_idx."""
+        """One [2, num_blocks, block_size, Hkv, D] cache of `kv_dtype` per attention layer, indexed by layer_idx."""
         caches: list[torch.Tensor] = [torch.empty(0)] * (self.layers[-1].layer_idx + 1)
         for layer in self.layers:
             caches[layer.layer_idx] = torch.zeros(2, num_blocks, self.block_size, layer.num_kv_heads,
-                                                  layer.head_dim, dtype=self.dtype, device=self.device)
+                                                  layer.head_dim, dtype=self.kv_dtype, device=self.device)
         return caches
 
     def _bytes_per_block(self) -> int:
-        elem = torch.empty(0, dtype=self.dtype).element_size()
+        """Bytes of one block across all layers: an fp8 cache counts 1 byte per element, so it holds 2x the tokens."""
+        elem = torch.empty(0, dtype=self.kv_dtype).element_size()
         return sum(2 * self.block_size * layer.num_kv_heads * layer.head_dim * elem for layer in self.layers)
 
     def _auto_num_blocks(self) -> int:
@@ -89,8 +129,8 @@ class ModelRunner:
         if num_blocks < 1:
             raise ValueError(f"no GPU memory left for the KV cache ({budget / 2**30:.2f} GiB after weights and "
                              f"activations); raise gpu_memory_utilization, lower max_num_tokens or use a smaller dtype")
-        logger.info("KV cache: %d blocks of %d tokens (%.2f GiB)", num_blocks, self.block_size,
-                    num_blocks * per_block / 2**30)
+        logger.info("KV cache: %d blocks of %d tokens (%.2f GiB, %s)", num_blocks, self.block_size,
+                    num_blocks * per_block / 2**30, str(self.kv_dtype).removeprefix("torch."))
         return num_blocks
 
     @torch.inference_mode()
@@ -152,6 +192,42 @@ class ModelRunner:
         rows = torch.tensor(sample_rows, dtype=torch.long).to(self.device, non_blocking=True)
         logits = self.model.compute_logits(hidden[rows])                                            # [N, V]
         return self._sample(logits, sample_seqs, eos_ids)
+
+    @torch.inference_mode()
+    def launch(self, seqs: list[Sequence], eos_ids: list[int]) -> PendingStep:
+        """Start a decode step (one token per sequence, sampling that reads no token history) without waiting for
+        it. A sequence whose last token is the PLACEHOLDER takes its input from the step launched before this
+        one (`last_sampled[seq.pending_row]`, still on the device)."""
+        sources = [s.pending_row if s.token_ids[-1] == PLACEHOLDER else -1 for s in seqs]
+        if self.graphs is not None and self.graphs.bucket_for(len(seqs)) is not None:
+            logits = self.graphs.run(seqs, sources)
+        else:
+            logits = self._eager_decode_logits(seqs, sources)
+        sampled, _ = self.sampler(logits, SamplingBatch.build(seqs, eos_ids, logits.shape[-1], self.device))
+        n = len(seqs)
+        self.last_sampled[:n].copy_(sampled)
+        host = self._sampled_host[self._sampled_flip]
+        self._sampled_flip ^= 1
+        host[:n].copy_(sampled, non_blocking=True)
+        done = None
+        if self.device.type == "cuda":
+            done = torch.cuda.Event()
+            done.record()
+        for i, seq in enumerate(seqs):
+            seq.pending_row = i
+        return PendingStep(list(seqs), host, done)
+
+    def _eager_decode_logits(self, seqs: list[Sequence], sources: list[int]) -> torch.Tensor:
+        """Decode step without a graph: input ids from the host, or from `last_sampled` where sources >= 0."""
+        n = len(seqs)
+        positions = [s.num_computed_tokens for s in seqs]
+        meta = build_metadata(self.backend, self.kv_caches, self.block_size, [1] * n, [p + 1 for p in positions],
+                              [s.block_table for s in seqs], self.device)
+        ids = torch.tensor([s.token_ids[-1] for s in seqs], dtype=torch.long).to(self.device, non_blocking=True)
+        src = torch.tensor(sources, dtype=torch.long).to(self.device, non_blocking=True)              # [N]
+        ids = torch.where(src >= 0, self.last_sampled[src.clamp(min=0)], ids)                         # [N]
+        pos = torch.tensor(positions, dtype=torch.long).to(self.device, non_blocking=True)            # [N]
+        return self.model.compute_logits(self.model(ids, pos, meta))                                  # [N, V]
 
     def _sample(self, logits: torch.Tensor, sample_seqs: list[Sequence], eos_ids: list[int]) -> list[StepResult]:
         sampling = SamplingBatch.build(sample_seqs, eos_ids, logits.shape[-1], self.device)

@@ -153,6 +153,8 @@ class Scheduler:
         """Release the blocks of running sequences that just finished, in order; one pass over `running`."""
         self.running = [s for s in self.running if s.status is not SequenceStatus.FINISHED]
         for seq in seqs:
+            if not seq.block_table and seq in self.waiting:   # async scheduling: preempted, then its token finished it
+                self.waiting.remove(seq)
             self.bm.free(seq.block_table)
             seq.block_table = []
 

@@ -11,6 +11,11 @@ from ember.engine.detokenizer import IncrementalDetokenizer
 from ember.sampling_params import SamplingParams
 
 
+# Stands in for a token sampled by a launched step whose result has not reached the host yet (async scheduling):
+# the next step's input is read from the device, and the real id replaces this once it arrives.
+PLACEHOLDER = -1
+
+
 class SequenceStatus(Enum):
     WAITING = auto()
     RUNNING = auto()
@@ -41,6 +46,7 @@ class Sequence:
         self.text = ""                          # decoded output, cut at a stop string
         self.num_emitted_tokens = 0             # streaming: how much was already reported
         self.num_emitted_chars = 0
+        self.pending_row = -1                   # async scheduling: this sequence's row in the step in flight
 
     @property
     def params(self) -> SamplingParams:
@@ -92,6 +98,10 @@ class Request:
         p = self.params
         # Greedy with nothing that edits logits: sampling is one argmax, no per-step sampling tensors.
         self.plain_greedy = (p.greedy and p.logprobs is None and not self.bad_words_ids and p.min_tokens == 0
+                             and p.repetition_penalty == 1.0 and not p.presence_penalty and not p.frequency_penalty)
+        # Sampling that never reads the token history or returns logprobs can run one step ahead of the host
+        # (async scheduling): penalties, bad words and min_tokens bans would see a history one token short.
+        self.history_free = (p.logprobs is None and not self.bad_words_ids and p.min_tokens == 0
                              and p.repetition_penalty == 1.0 and not p.presence_penalty and not p.frequency_penalty)
 
     @property

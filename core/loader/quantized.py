@@ -15,7 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ember.layers.attention import Attention
 from ember.layers.linear import Linear
+from ember.loader.weights import CheckpointError
 from ember.model_base import CausalLM
 
 KV_SCALE_SUFFIXES = (".k_scale", ".v_scale")
@@ -93,8 +95,9 @@ def swap_quant_linears_(model: CausalLM, qconfig: dict[str, Any], dtype: torch.d
 
 def quantized_weights(model: CausalLM, weights: Iterable[tuple[str, torch.Tensor]],
                       swapped: dict[str, nn.Module]) -> Iterator[tuple[str, torch.Tensor]]:
-    """The checkpoint stream with KV-cache scales set aside (kept on `model.kv_cache_scales`) and optional
-    tensors a checkpoint may omit (ModelOpt folds AWQ pre_quant_scale of q/k/v into the norm) filled with ones."""
+    """The checkpoint stream with KV-cache scales set aside (kept on `model.kv_cache_scales`, handed to the attention
+    layers once the stream is exhausted) and optional tensors a checkpoint may omit (ModelOpt folds AWQ
+    pre_quant_scale of q/k/v into the norm) filled with ones."""
     model.kv_cache_scales = {}
     seen: set[str] = set()
     for name, tensor in weights:
@@ -110,3 +113,35 @@ def quantized_weights(model: CausalLM, weights: Iterable[tuple[str, torch.Tensor
             for ckpt in checkpoint_names(model, module_name):
                 if f"{ckpt}.{tensor_name}" not in seen:
                     yield f"{ckpt}.{tensor_name}", torch.ones(q.in_features, dtype=spec.dtype)
+    attach_kv_cache_scales_(model, model.kv_cache_scales)
+
+
+def kv_scale_names(attention_name: str, which: str) -> tuple[str, str, str]:
+    """Checkpoint names an Attention module's fp8 KV-cache scale may have (`which`: "k" or "v"): ModelOpt's and
+    ember's `self_attn.k_proj.k_scale`, llm-compressor's `self_attn.k_scale`, vLLM's `self_attn.attn.k_scale`."""
+    parent = attention_name.rpartition(".")[0]
+    return f"{parent}.{which}_proj.{which}_scale", f"{parent}.{which}_scale", f"{attention_name}.{which}_scale"
+
+
+def attach_kv_cache_scales_(model: CausalLM, scales: dict[str, torch.Tensor]) -> None:
+    """Set each attention layer's k_scale / v_scale from the checkpoint's (layers without any keep 1.0)."""
+    used: set[str] = set()
+    for name, module in model.named_modules():
+        if not isinstance(module, Attention):
+            continue
+        found = {w: next((n for n in kv_scale_names(name, w) if n in scales), None) for w in ("k", "v")}
+        if found["k"] is None and found["v"] is None:
+            continue
+        if found["k"] is None or found["v"] is None:
+            have, lack = ("k", "v") if found["v"] is None else ("v", "k")
+            raise CheckpointError(f"{name}: the checkpoint has a {have}_scale but no {lack}_scale "
+                                  f"(looked for {', '.join(kv_scale_names(name, lack))})", tensor=found[have])
+        try:
+            module.set_kv_scales_(scales[found["k"]], scales[found["v"]])
+        except ValueError as exc:
+            raise CheckpointError(str(exc), tensor=found["k"]) from exc
+        used.update(found.values())
+    unused = sorted(set(scales) - used)
+    if unused:
+        raise CheckpointError(f"KV-cache scales that match no attention layer: {', '.join(unused[:8])}"
+                              + (f" ... ({len(unused)} in all)" if len(unused) > 8 else ""))

@@ -34,11 +34,12 @@ def test_cpu_never_captures(tiny_dir):
     assert engine.runner.graphs is None and not engine.runner.use_cuda_graphs
 
 
-def _greedy_tokens(model, backend: str, graphs: bool, prompts, lens) -> tuple[list[list[int]], int]:
+def _greedy_tokens(model, backend: str, graphs: bool, prompts, lens, async_scheduling: bool = False
+                   ) -> tuple[list[list[int]], int]:
     from ember.bench.model import make_engine
 
     cfg = EngineConfig(max_num_seqs=8, max_num_tokens=256, kv_cache=KvCacheConfig(num_blocks=64),
-                       attention_backend=backend, cuda_graphs=graphs)
+                       attention_backend=backend, cuda_graphs=graphs, async_scheduling=async_scheduling)
     engine = make_engine(model, cfg, torch.device("cuda"), torch.float32, 256)
     replays = [0]
     if engine.runner.graphs is not None:
@@ -91,7 +92,10 @@ def test_gpu_graph_tokens_match_eager_and_torch(tiny_dir, arch):
     ref, _ = _greedy_tokens(model, "torch", False, prompts, lens)
     eager, _ = _greedy_tokens(model, "triton", False, prompts, lens)
     graphed, replays = _greedy_tokens(model, "triton", True, prompts, lens)
+    overlapped, async_replays = _greedy_tokens(model, "triton", True, prompts, lens, async_scheduling=True)
     assert [len(t) for t in graphed] == lens
     assert replays >= max(lens) - 2          # every decode step after the prefill went through a graph
+    assert async_replays >= max(lens) - 2    # async: input ids read from the previous step on the device
     assert eager == ref
     assert graphed == ref
+    assert overlapped == ref

@@ -8,6 +8,18 @@ from ember import LLM, KvCacheConfig, SamplingParams
 GREEDY = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
 
 
+SCHEDULING = {"async": False}   # what make_llm passes as async_scheduling in the current test
+
+
+@pytest.fixture(autouse=True, params=[False, True], ids=["sync", "async"])
+def async_scheduling(request):
+    """Every test runs twice: plain steps, and async scheduling (decode steps launched one step ahead of the
+    host, placeholders resolved a step late), which must not change a single output."""
+    SCHEDULING["async"] = request.param
+    yield request.param
+    SCHEDULING["async"] = False
+
+
 def make_prompts(tokenizer) -> list[list[int]]:
     g = torch.Generator().manual_seed(0)
     return [torch.randint(0, 250, (n,), generator=g).tolist() for n in (3, 41, 9, 70, 17, 1, 33)]
@@ -21,6 +33,7 @@ def hf_greedy(hf_model, ids: list[int], max_new: int) -> list[int]:
 
 def make_llm(tiny_dir, **kw) -> LLM:
     kw.setdefault("kv_cache", KvCacheConfig(block_size=8, num_blocks=128))
+    kw.setdefault("async_scheduling", SCHEDULING["async"])
     kw.setdefault("max_num_tokens", 256)
     return LLM(str(tiny_dir), device="cpu", **kw)
 

@@ -35,28 +35,36 @@ def _run(engine, prompts, params, **kw) -> dict[str, list]:
     return {i: outs[i] for i in ids}
 
 
-def test_decode_inputs_follow_block_tables(tiny_dir, tokenizer):
-    """Every decode step's packed inputs (ids, positions, slots, lengths) and block-table rows equal what the
-    sequences hold, across new blocks, finished rows shifting, and a table replaced by preemption."""
+@pytest.mark.parametrize("async_scheduling", [False, True])
+def test_decode_inputs_follow_block_tables(tiny_dir, tokenizer, async_scheduling):
+    """Every decode step's packed inputs (ids, positions, slots, lengths, sources) and block-table rows equal what
+    the sequences hold, across new blocks, finished rows shifting, and a table replaced by preemption. Async: a
+    sequence whose last token is still on the device reads it from its row of the previous step."""
+    from ember.engine.sequence import PLACEHOLDER
+
     engine = _engine(tiny_dir, tokenizer, num_blocks=8)
+    engine.async_scheduling = async_scheduling
     runner = engine.runner
     g = DecodeGraphs(runner.model, runner.backend, runner.kv_caches, 8, 8, 256, engine.vocab_size,
-                     torch.device("cpu"))
+                     torch.device("cpu"), runner.last_sampled)
     g.graphs = {b: _Noop() for b in g.buckets}
-    checked = [0]
+    checked, sourced = [0], [0]
     real_run = g.run
 
-    def checking_run(seqs):
-        out = real_run(seqs)
+    def checking_run(seqs, sources=None):
+        out = real_run(seqs, sources)
         b, bs = len(seqs), g.bucket_for(len(seqs))
         st, tab = g.staging, g.block_tables
         for i, s in enumerate(seqs):
             p = s.num_computed_tokens
+            pending = s.token_ids[-1] == PLACEHOLDER
+            assert st[4, i] == (s.pending_row if pending else -1)
             assert st[0, i] == s.token_ids[-1] and st[1, i] == p and st[3, i] == p + 1
             assert st[2, i] == s.block_table[p // 8] * 8 + p % 8
             assert tab[i, :len(s.block_table)].tolist() == s.block_table
-        assert (st[2, b:bs] == -1).all() and (st[3, b:bs] == 0).all()
+        assert (st[2, b:bs] == -1).all() and (st[3, b:bs] == 0).all() and (st[4, b:bs] == -1).all()
         checked[0] += 1
+        sourced[0] += sum(1 for s in seqs if s.token_ids[-1] == PLACEHOLDER)
         return out
 
     g.run = checking_run
@@ -72,6 +80,7 @@ def test_decode_inputs_follow_block_tables(tiny_dir, tokenizer):
                 done[o.request_id] = len(o.outputs[0].token_ids)
     assert [done[i] for i in ids] == lens
     assert checked[0] > 10 and engine.scheduler.num_preemptions > 0   # 8 blocks of 8 tokens: someone was preempted
+    assert (sourced[0] > 10) == async_scheduling
 
 
 def test_detokenize_false_same_tokens_no_text(tiny_dir, tokenizer):

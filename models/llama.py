@@ -79,7 +79,10 @@ class LlamaMLP(nn.Module):
         self.act_fn = get_act_and_mul(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act_fn(self.gate_up_proj(x)))
+        h = self.gate_up_proj(x)                                                     # [T, 2I]
+        if isinstance(self.down_proj, Linear):   # a plain linear folds the activation into its decode kernel
+            return self.down_proj.forward_gated(h, self.act_fn)
+        return self.down_proj(self.act_fn(h))
 
 
 class LlamaDecoderLayer(nn.Module):

@@ -12,6 +12,8 @@ from ember.layers.fused import fused_kernels
 class SiluAndMul(nn.Module):
     """[T, 2I] -> [T, I]: silu(gate) * up."""
 
+    kind = "silu"   # the name ember.layers.gemv's gated prologue knows it by
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fused = fused_kernels(x)
         if fused is not None:
@@ -22,6 +24,8 @@ class SiluAndMul(nn.Module):
 
 class GeluTanhAndMul(nn.Module):
     """[T, 2I] -> [T, I]: gelu_tanh(gate) * up."""
+
+    kind = "gelu_tanh"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fused = fused_kernels(x)

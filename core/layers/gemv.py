@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 ENABLED = os.environ.get("EMBER_GEMV", "1") != "0"
+GATED = os.environ.get("EMBER_GEMV_GATED", "1") != "0"   # the act-and-mul prologue (GATED_TABLE); A/B switch
 MAX_M = 8
 
 
@@ -55,6 +56,14 @@ TABLE: dict[tuple[int, int, int], Config] = {
     (151936, 4096, 8): Config('dot', 32, 256, 4, 4),            # lm_head
 }
 
+# (N, K, M bucket) -> Config for the gated prologue (y = (act(gate) * up) @ W^T in one launch: the down_proj of a
+# gated MLP at decode, saving the act-and-mul kernel and its output round trip). Same rule as TABLE, measured by
+# `benchmarks/decode_b1_ab.py` on the H100 (2026-11-24): M=1 36.6 us vs 38.0 us for act-and-mul + skinny GEMM,
+# bitwise-equal output; M=2 best 39.6 vs 39.9 us (< 2%: not used).
+GATED_TABLE: dict[tuple[int, int, int], Config] = {
+    (4096, 12288, 1): Config('ew', 8, 1024, 4, 1),              # down
+}
+
 _mod = None
 
 
@@ -72,6 +81,28 @@ def lookup(x: torch.Tensor, weight: torch.Tensor) -> Config | None:
     if m == 0 or m > MAX_M:
         return None
     return TABLE.get((weight.shape[0], k, m_bucket(m)))
+
+
+def lookup_gated(h: torch.Tensor, weight: torch.Tensor) -> Config | None:
+    """The gated-prologue config for h [M, 2K] and weight [N, K], or None (run act-and-mul, then `linear`)."""
+    if not (ENABLED and GATED and h.is_cuda and weight.dim() == 2 and h.dtype == weight.dtype
+            and h.dtype in (torch.bfloat16, torch.float16) and h.shape[-1] == 2 * weight.shape[1]):
+        return None
+    k = weight.shape[1]
+    m = h.numel() // (2 * k) if k else 0
+    if m == 0 or m > MAX_M:
+        return None
+    return GATED_TABLE.get((weight.shape[0], k, m_bucket(m)))
+
+
+def gated_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act: str, cfg: Config,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+    """(act(gate) * up) @ W^T (+ b) for h [..., 2K] = [gate | up] in one 'ew' launch (act: "silu" / "gelu_tanh")."""
+    global _mod
+    if _mod is None:
+        from ember.layers import gemv_kernels
+        _mod = gemv_kernels
+    return _mod.launch(h, weight, bias, cfg, out, act=act)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ember.layers.gemv import gated_linear, lookup_gated
 from ember.layers.gemv import linear as gemv_linear
 
 
@@ -33,6 +34,14 @@ class Linear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """F.linear, except CUDA bf16/fp16 decode shapes where the Triton skinny GEMM measured faster (gemv.TABLE)."""
         return gemv_linear(x, self.weight, self.bias)
+
+    def forward_gated(self, h: torch.Tensor, act: nn.Module) -> torch.Tensor:
+        """self(act(h)) for a gated activation `act` over h [T, 2K] = [gate | up]; at decode shapes in
+        gemv.GATED_TABLE one kernel computes act(gate) * up while it reads the weight (same rounding)."""
+        cfg = lookup_gated(h, self.weight) if getattr(act, "kind", None) else None
+        if cfg is None:
+            return self(act(h))
+        return gated_linear(h, self.weight, self.bias, act.kind, cfg)
 
 
 class MergedLinear(Linear):

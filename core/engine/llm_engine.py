@@ -1,11 +1,11 @@
 """LLMEngine: requests in, RequestOutputs out; each step is schedule -> run -> postprocess.
 
-Async scheduling (on by default on CUDA): a decode-only step is launched before the previous step's sampled ids
-reach the host. Each sequence of the step in flight carries a PLACEHOLDER last token while the next step is
+Async scheduling (on by default on CUDA): a step is launched before the previous step's sampled ids reach the
+host. Each sequence sampled by the step in flight carries a PLACEHOLDER last token while the next step is
 scheduled and launched (its input is read on the device); then the host waits for the older step, swaps the
 real ids in and applies stop conditions, while the GPU runs the newer one. A sequence that finished is one
-wasted row in the step after (its result is dropped). Steps with prefill, or with sampling that reads the token
-history (penalties, bad words, min_tokens, logprobs), run synchronously as before.
+wasted row in the step after (its result is dropped). Steps that sample a request whose sampling reads the token
+history (penalties, bad words, min_tokens, logprobs) run synchronously as before.
 """
 
 from __future__ import annotations
@@ -158,10 +158,10 @@ class LLMEngine:
             return self._postprocess(batch, results)
         inflight, self._inflight = self._inflight, None
         if inflight is not None:
-            self._assume_sampled(inflight[0])
+            self._assume_sampled(*inflight)
         batch = self.scheduler.schedule()
         if self._can_launch(batch):
-            self._inflight = (batch, self.runner.launch(batch.seqs, self._eos_ids))
+            self._inflight = (batch, self.runner.launch(batch, self._eos_ids))
             return self._resolve(inflight[1]) if inflight is not None else self._emit([], [])
         outputs = self._resolve(inflight[1]) if inflight is not None else []
         batch = _without_finished(batch)
@@ -169,17 +169,18 @@ class LLMEngine:
         return outputs + self._postprocess(batch, results)
 
     def _can_launch(self, batch: ScheduledBatch) -> bool:
-        """A decode-only step whose sampling reads no token history can run ahead of the host."""
-        return bool(batch.seqs) and not batch.failed and len(batch.seqs) == sum(batch.num_new_tokens) and all(
-            s.request.history_free and s.num_computed_tokens + 1 == len(s.token_ids) for s in batch.seqs)
+        """A step can run ahead of the host when no sequence it samples needs the token history to sample."""
+        return bool(batch.seqs) and not batch.failed and all(
+            s.request.history_free for s, n in zip(batch.seqs, batch.num_new_tokens)
+            if s.num_computed_tokens + n == len(s.token_ids))
 
-    def _assume_sampled(self, batch: ScheduledBatch) -> None:
-        """The step in flight computed its tokens and sampled one more each: advance the sequences by a
-        PLACEHOLDER so the scheduler plans the next step (and its KV slots) before the ids are known."""
-        batch = _without_finished(batch)
-        for seq in batch.seqs:
-            seq.token_ids.append(PLACEHOLDER)
-        self.scheduler.mark_computed(batch)
+    def _assume_sampled(self, batch: ScheduledBatch, pending: PendingStep) -> None:
+        """The step in flight computed its tokens and sampled one more for each sequence in `pending`: advance
+        those by a PLACEHOLDER so the scheduler plans the next step (and its KV slots) before the ids are known."""
+        for seq in pending.seqs:
+            if not seq.is_finished:
+                seq.token_ids.append(PLACEHOLDER)
+        self.scheduler.mark_computed(_without_finished(batch))
 
     def _resolve(self, pending: PendingStep) -> list[RequestOutput]:
         """Wait for an older step's ids, put them in place of the placeholders and apply stop conditions."""

@@ -169,65 +169,72 @@ class ModelRunner:
                 and self.graphs.bucket_for(len(seqs)) is not None):
             # Decode-only step (one token per sequence, each sampled): replay the bucket's graph.
             return self._sample(self.graphs.run(seqs), seqs, eos_ids)
+        logits, sample_seqs = self._eager_logits(seqs, counts)
+        return self._sample(logits, sample_seqs, eos_ids) if sample_seqs else []
+
+    @torch.inference_mode()
+    def launch(self, batch: ScheduledBatch, eos_ids: list[int]) -> PendingStep:
+        """Start a step whose sampling reads no token history without waiting for its ids. A sequence whose last
+        token is the PLACEHOLDER takes that input from the step launched before this one
+        (`last_sampled[seq.pending_row]`, still on the device). Decode-only steps replay a graph when one fits."""
+        seqs, counts = batch.seqs, batch.num_new_tokens
+        if (self.graphs is not None and len(seqs) == sum(counts)
+                and all(s.num_computed_tokens + 1 == len(s.token_ids) for s in seqs)
+                and self.graphs.bucket_for(len(seqs)) is not None):
+            sources = [s.pending_row if s.token_ids[-1] == PLACEHOLDER else -1 for s in seqs]
+            logits, sample_seqs = self.graphs.run(seqs, sources), seqs
+        else:
+            logits, sample_seqs = self._eager_logits(seqs, counts)
+        n = len(sample_seqs)
+        host = self._sampled_host[self._sampled_flip]
+        self._sampled_flip ^= 1
+        done = None
+        if n:
+            sampled, _ = self.sampler(logits, SamplingBatch.build(sample_seqs, eos_ids, logits.shape[-1],
+                                                                  self.device))
+            self.last_sampled[:n].copy_(sampled)
+            host[:n].copy_(sampled, non_blocking=True)
+            if self.device.type == "cuda":
+                done = torch.cuda.Event()
+                done.record()
+        for i, seq in enumerate(sample_seqs):
+            seq.pending_row = i
+        return PendingStep(list(sample_seqs), host, done)
+
+    def _eager_logits(self, seqs: list[Sequence], counts: list[int]) -> tuple[torch.Tensor, list[Sequence]]:
+        """One flattened forward of every scheduled token -> (logits [N, V] of the sequences whose chunk reaches
+        their last token, those N sequences). A PLACEHOLDER input is read from `last_sampled` on the device."""
         input_ids: list[int] = []
         positions: list[int] = []
         seq_lens: list[int] = []
         sample_rows: list[int] = []
         sample_seqs: list[Sequence] = []
+        pending_rows: list[int] = []      # token rows whose id is still on the device, and where it is there
+        pending_src: list[int] = []
         for seq, n in zip(seqs, counts):
             start = seq.num_computed_tokens
             input_ids += seq.token_ids[start:start + n]
             positions += range(start, start + n)
             seq_lens.append(start + n)
+            if input_ids[-1] == PLACEHOLDER:
+                pending_rows.append(len(input_ids) - 1)
+                pending_src.append(seq.pending_row)
             if start + n == seq.num_tokens:
                 sample_rows.append(len(input_ids) - 1)
                 sample_seqs.append(seq)
         meta = build_metadata(self.backend, self.kv_caches, self.block_size, counts, seq_lens,
                               [s.block_table for s in seqs], self.device)
         ids_t = torch.tensor(input_ids, dtype=torch.long).to(self.device, non_blocking=True)       # [T]
+        if pending_rows:
+            rows = torch.tensor(pending_rows, dtype=torch.long).to(self.device, non_blocking=True)
+            src = torch.tensor(pending_src, dtype=torch.long).to(self.device, non_blocking=True)
+            ids_t[rows] = self.last_sampled[src]
         pos_t = torch.tensor(positions, dtype=torch.long).to(self.device, non_blocking=True)       # [T]
         hidden = self.model(ids_t, pos_t, meta)                                                      # [T, H]
         if not sample_seqs:
-            return []
+            return hidden[:0], []
         rows = torch.tensor(sample_rows, dtype=torch.long).to(self.device, non_blocking=True)
-        logits = self.model.compute_logits(hidden[rows])                                            # [N, V]
-        return self._sample(logits, sample_seqs, eos_ids)
-
-    @torch.inference_mode()
-    def launch(self, seqs: list[Sequence], eos_ids: list[int]) -> PendingStep:
-        """Start a decode step (one token per sequence, sampling that reads no token history) without waiting for
-        it. A sequence whose last token is the PLACEHOLDER takes its input from the step launched before this
-        one (`last_sampled[seq.pending_row]`, still on the device)."""
-        sources = [s.pending_row if s.token_ids[-1] == PLACEHOLDER else -1 for s in seqs]
-        if self.graphs is not None and self.graphs.bucket_for(len(seqs)) is not None:
-            logits = self.graphs.run(seqs, sources)
-        else:
-            logits = self._eager_decode_logits(seqs, sources)
-        sampled, _ = self.sampler(logits, SamplingBatch.build(seqs, eos_ids, logits.shape[-1], self.device))
-        n = len(seqs)
-        self.last_sampled[:n].copy_(sampled)
-        host = self._sampled_host[self._sampled_flip]
-        self._sampled_flip ^= 1
-        host[:n].copy_(sampled, non_blocking=True)
-        done = None
-        if self.device.type == "cuda":
-            done = torch.cuda.Event()
-            done.record()
-        for i, seq in enumerate(seqs):
-            seq.pending_row = i
-        return PendingStep(list(seqs), host, done)
-
-    def _eager_decode_logits(self, seqs: list[Sequence], sources: list[int]) -> torch.Tensor:
-        """Decode step without a graph: input ids from the host, or from `last_sampled` where sources >= 0."""
-        n = len(seqs)
-        positions = [s.num_computed_tokens for s in seqs]
-        meta = build_metadata(self.backend, self.kv_caches, self.block_size, [1] * n, [p + 1 for p in positions],
-                              [s.block_table for s in seqs], self.device)
-        ids = torch.tensor([s.token_ids[-1] for s in seqs], dtype=torch.long).to(self.device, non_blocking=True)
-        src = torch.tensor(sources, dtype=torch.long).to(self.device, non_blocking=True)              # [N]
-        ids = torch.where(src >= 0, self.last_sampled[src.clamp(min=0)], ids)                         # [N]
-        pos = torch.tensor(positions, dtype=torch.long).to(self.device, non_blocking=True)            # [N]
-        return self.model.compute_logits(self.model(ids, pos, meta))                                  # [N, V]
+        return self.model.compute_logits(hidden[rows]), sample_seqs                                 # [N, V]
 
     def _sample(self, logits: torch.Tensor, sample_seqs: list[Sequence], eos_ids: list[int]) -> list[StepResult]:
         sampling = SamplingBatch.build(sample_seqs, eos_ids, logits.shape[-1], self.device)

@@ -76,6 +76,12 @@ class ModelRunner:
         pin = device.type == "cuda"
         self._sampled_host = [torch.zeros(config.max_num_seqs, dtype=torch.long, pin_memory=pin) for _ in range(2)]
         self._sampled_flip = 0
+        # Modules that would sync with the host on this device / dtype (e.g. the reference MoE loop) rule graphs out.
+        self.graph_blockers = [name for name, m in model.named_modules()
+                               if hasattr(m, "graph_safe") and not m.graph_safe(device, dtype)]
+        if self.graph_blockers and config.cuda_graphs and device.type == "cuda":
+            logger.warning("CUDA graphs off: %s cannot be captured with %s (e.g. %s); decode runs eagerly",
+                           type(model).__name__, str(dtype).removeprefix("torch."), self.graph_blockers[0])
         self.graphs: DecodeGraphs | None = None
         if self.use_cuda_graphs:
             self.graphs = DecodeGraphs(model, self.backend, self.kv_caches, self.block_size,
@@ -86,7 +92,8 @@ class ModelRunner:
     @property
     def use_cuda_graphs(self) -> bool:
         """Why: at batch 1 an eager 8B decode step is launch-bound (~400 kernels); replaying a graph is not."""
-        return self.config.cuda_graphs and self.device.type == "cuda" and self.backend.supports_cuda_graphs
+        return (self.config.cuda_graphs and self.device.type == "cuda" and self.backend.supports_cuda_graphs
+                and not self.graph_blockers)
 
     def _place_kv_scales(self) -> None:
         """fp8 cache: every layer's k_scale / v_scale onto the device (the kernels read them there)."""

@@ -68,6 +68,11 @@ class FusedExperts(nn.Module):
             return kernels.fused_experts(x, self.gate_up_proj, self.down_proj, topk_ids, topk_weights, self.gelu)
         return self.reference(x, topk_ids, topk_weights)
 
+    def graph_safe(self, device: torch.device, dtype: torch.dtype) -> bool:
+        """Whether forward can run inside a CUDA graph there: only the fused path never syncs with the host."""
+        return (FUSED and device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
+                and self.gate_up_proj.dtype == dtype)
+
     def reference(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
         """The per-expert loop: readable, and the yardstick for the fused path (it syncs with the host)."""
         if x.is_cuda and torch.cuda.is_current_stream_capturing():

@@ -77,6 +77,19 @@ def test_cpu_runs_reference_loop():
     assert moe.fused_moe_kernels(torch.randn(2, 8, dtype=torch.bfloat16)) is None
 
 
+def test_only_the_fused_path_is_graph_safe(monkeypatch):
+    """The engine keeps CUDA graphs off for models whose MoE would run the host-syncing loop (fp32, or
+    EMBER_FUSED_MOE=0): graph_safe says which."""
+    from ember.layers import moe
+
+    experts = moe.FusedExperts(4, 8, 16, "silu").to(torch.bfloat16)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert experts.graph_safe(cuda, torch.bfloat16)
+    assert not experts.graph_safe(cuda, torch.float32) and not experts.graph_safe(cpu, torch.bfloat16)
+    monkeypatch.setattr(moe, "FUSED", False)
+    assert not experts.graph_safe(cuda, torch.bfloat16)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 def test_fused_moe_interpreter_cpu():
     proc = subprocess.run([sys.executable, "-c", CHECK], env={**os.environ, "TRITON_INTERPRET": "1"},

@@ -1,7 +1,16 @@
 """QuantLinear: a linear whose weight is stored in a quantized `Format`; loads fused q/k/v and gate/up by shard.
 
-Runs everywhere by dequantize-then-matmul (the activation fake-quantized as the real kernel would see it);
-on CUDA, FP8 per-tensor goes through `torch._scaled_mm`.
+Runs everywhere by dequantize-then-matmul (the activation fake-quantized as the real kernel would see it). On CUDA
+(bf16/fp16 activations) the GPU kernels of ember.quantization.kernels run instead, chosen per format and M by
+`kernels.dispatch`: 4-bit weights are dequantized in registers; FP8 per-tensor is one fused act-quant kernel +
+`torch._scaled_mm` at every M; INT8 and per-token FP8 quantize the activation in registers (SmoothQuant uses
+`torch._int_mm` above M = 16). EMBER_QUANT_KERNELS=0 turns them off (FP8 per-tensor then still uses
+`torch._scaled_mm`, with separate quantize / pad launches).
+
+One semantic difference: NVFP4 checkpoints are W4A4, and the CPU fallback fake-quantizes the activation to NVFP4
+as the checkpoint intends; on CUDA they run weight-only (W4A16: the activation stays bf16), since Hopper has no
+FP4 tensor cores (vLLM's FP4-Marlin does the same). The GPU result is therefore slightly more accurate than the
+fallback's, not bit-equal to it.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ember.quantization.formats import FP8, Format
+from ember.quantization.kernels.dispatch import quant_linear
 
 
 class QuantLinear(nn.Module):
@@ -38,6 +48,9 @@ class QuantLinear(nn.Module):
             self.bias.weight_loader, self.bias.tensor_name = self.weight_loader, "bias"
         self._loaded_shared: set[str] = set()
         self._dense: torch.Tensor | None = None
+        # pre_quant_scale as the GPU kernels apply it (finalize_: None when all ones, else in the compute dtype,
+        # which is what the reference `x * pqs.to(x.dtype)` multiplies by); until then the raw parameter
+        self.register_buffer("kernel_pqs", getattr(self, "pre_quant_scale", None), persistent=False)
 
     # -- loading -------------------------------------------------------------------------------------------------
     def shard_index(self, shard_id: str | int) -> int:
@@ -88,6 +101,10 @@ class QuantLinear(nn.Module):
                 raise ValueError(f"{name} holds NaN or inf")
         # why: on CPU the fallback would otherwise dequantize every weight on every forward (~10x slower ppl runs)
         self._dense = self.dense_weight() if self.weight.device.type == "cpu" else None
+        pqs = t.get("pre_quant_scale")
+        # why: ones (ModelOpt folds q/k/v's into the norm; random bench models) cost the kernels a load and a
+        # multiply per activation element per program; a bf16 copy halves what is read
+        self.kernel_pqs = None if pqs is None or bool((pqs == 1).all()) else pqs.to(self.compute_dtype)
 
     def dense_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The dequantized weight [N, K]."""
@@ -96,8 +113,12 @@ class QuantLinear(nn.Module):
 
     # -- forward -------------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [T, K] -> [T, N]
-        if x.is_cuda and isinstance(self.format, FP8) and type(self.format) is FP8:
-            return self._fp8_scaled_mm(x)
+        if x.is_cuda:
+            y = quant_linear(self, x)
+            if y is not None:
+                return y
+            if type(self.format) is FP8:
+                return self._fp8_scaled_mm(x)
         t = self.tensors()
         xq = self.format.act(x, t)
         w = self._dense if self._dense is not None else self.format.weight(t, self.output_sizes)

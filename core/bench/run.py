@@ -44,7 +44,14 @@ def build_ember(args, requests: list[datasets.BenchRequest]):
 
         hf_config = load_bench_config(args.model)
         model = build_random_model(hf_config, dtype, device, seed=args.seed)
+        if getattr(args, "quantization", None):
+            from ember.quantization.random_quant import quantize_random_
+
+            quantize_random_(model, args.quantization)
         return make_engine(model, cfg, device, dtype, max_len), hf_config
+    if getattr(args, "quantization", None):
+        raise ValueError("--quantization quantizes random weights: use it with --random-weights (a quantized "
+                         "checkpoint carries its own format)")
     from ember import LLM
 
     llm = LLM(args.model, dtype=args.dtype, device=str(device), max_num_seqs=cfg.max_num_seqs,
@@ -101,6 +108,7 @@ def main(args) -> dict[str, Any]:
     requests = workload(args, vocab_size_of(args))
     payload: dict[str, Any] = {"command": args.command_kind, "model": args.model,
                                "random_weights": bool(args.random_weights), "dtype": args.dtype,
+                               "quantization": getattr(args, "quantization", None),
                                "device": _device_name(_device(args.device))}
     if args.engine == "hf":
         payload["hf"] = run_hf(args, requests)   # first, so its weights are gone before ember sizes its KV cache

@@ -10,10 +10,13 @@ EPILOG = """examples:
   ember bench throughput --model llama-3.1-8b --random-weights --dataset sharegpt \\
       --dataset-path benchmarks/data/sharegpt_lengths.json --num-requests 1000
   ember bench latency --model qwen3-8b --random-weights --engine hf --hf-output-len 32   # + transformers ratio
+  ember bench latency --model qwen3-8b --random-weights --quantization int4-awq   # fp8, int8-sq, nvfp4, ...
 
 --random-weights builds the architecture at full size from a bundled config (qwen3-8b, llama-3.1-8b,
 qwen3-30b-a3b, mixtral-8x7b) or a config.json path, with random weights made on the device: nothing is
-downloaded and no tokenizer is needed (prompts are random token ids). Speed does not depend on weight values."""
+downloaded and no tokenizer is needed (prompts are random token ids). Speed does not depend on weight values.
+--quantization METHOD (with --random-weights) quantizes those random weights with a quantization recipe's format
+(no calibration: fixed activation scales) and runs the quantized kernels; EMBER_QUANT_KERNELS=0 for the fallback."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -57,6 +60,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", required=True, help="bundled config name (with --random-weights), "
                                                           "config.json path, or a checkpoint (alias, dir, repo id)")
     p.add_argument("--random-weights", action="store_true", help="full-size architecture, random weights, no disk")
+    p.add_argument("--quantization", "-q", metavar="METHOD", default=None,
+                   help="with --random-weights: quantize the random weights with this recipe's format (fp8, "
+                        "int8-sq, int8-wo, int4-awq, nvfp4, ...; `ember plugins list` names them)")
     p.add_argument("--engine", choices=("ember", "hf"), default="ember",
                    help="hf: also run transformers generate (same process, same config) and print the ratio")
     p.add_argument("--hf-num-requests", type=int, default=None, help="requests for the hf baseline "

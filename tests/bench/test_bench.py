@@ -161,3 +161,23 @@ def test_cli_latency_plot(tiny_config, tmp_path):
                    "--batch-size", "1", "--input-len", "4", "--output-len", "4", "--plot", str(tmp_path / "l")])
     assert args.func(args) == 0
     assert (tmp_path / "l_latency.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("method", ["int8-wo", "nvfp4"])
+def test_cli_latency_quantized_random_weights(tiny_config, tmp_path, method):
+    """--quantization swaps the random model's linears for QuantLinears of the recipe's format (CPU: fallback)."""
+    out = tmp_path / "q.json"
+    args = _parse(["bench", "latency", "--model", tiny_config, "--random-weights", "--dtype", "float32",
+                   "--quantization", method, "--batch-size", "2", "--input-len", "5", "--output-len", "3",
+                   "--output", str(out)])
+    assert args.func(args) == 0
+    data = json.loads(out.read_text())
+    assert data["quantization"] == method and data["ember"]["decode_tokens_per_s"] > 0
+
+
+def test_cli_quantization_needs_random_weights(tiny_config):
+    from ember.bench.run import build_ember
+
+    args = _parse(["bench", "latency", "--model", tiny_config, "--quantization", "fp8", "--device", "cpu"])
+    with pytest.raises(ValueError, match="--random-weights"):
+        build_ember(args, datasets.synthetic(1, 4, 2, 300))

@@ -1,0 +1,107 @@
+"""Which GPU kernel runs a QuantLinear forward, per format and M (rows); None -> the dequantize-then-matmul fallback.
+
+Kernels by format (`quant_algo` -> kind):
+  W4A16_AWQ -> int4, NVFP4 / NVFP4_AWQ -> nvfp4 (weight-only, dequantized in registers: w4_gemv.py "ew" and
+  w4a16.py "ew2" for M <= 4, w4a16.py "dot" (optionally split-K) for any M);
+  FP8 -> fp8, FP8_PER_CHANNEL_PER_TOKEN -> fp8_rowwise, W8A16 -> int8_wo, W8A8_SQ_PER_CHANNEL -> int8_sq
+  (w8.py: the activation quantized in registers; "mm" configs: act_quant.py + cuBLAS, FP8 per-tensor at every M
+  and SmoothQuant INT8 at M > 16 where measured faster; FP8RowWise always runs w8.py).
+A Config per (kind, N, K, M bucket) comes from `TABLE` (measured on an H100 by benchmarks/quant_bench.py) or, for
+shapes not measured, from `default_config`. CPU tensors, fp32 activations, formats not listed here and shapes the
+kernels cannot take (K not a multiple of 16) return None. EMBER_QUANT_KERNELS=0 turns all of it off (A/B runs).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+import torch
+
+from ember.quantization.kernels.table import MEASURED
+
+ENABLED = os.environ.get("EMBER_QUANT_KERNELS", "1") != "0"
+
+KINDS = {"W4A16_AWQ": "int4", "NVFP4": "nvfp4", "NVFP4_AWQ": "nvfp4", "FP8": "fp8",
+         "FP8_PER_CHANNEL_PER_TOKEN": "fp8_rowwise", "W8A16": "int8_wo", "W8A8_SQ_PER_CHANNEL": "int8_sq"}
+_W8_ACT = {"fp8": "fp8", "fp8_rowwise": "fp8_token", "int8_wo": "none", "int8_sq": "int8"}
+
+
+class Config(NamedTuple):
+    kind: str          # "ew" / "ew2" (elementwise GEMV, 3-D / 2-D tiles), "dot" (tl.dot, weight as A operand),
+    block_m: int       # or "mm" (quantize x + cuBLAS); ew2 and split_k exist for the 4-bit kernels only
+    block_n: int       # int4: packed rows (two output rows each)
+    block_k: int
+    num_warps: int = 4
+    num_stages: int = 1
+    split_k: int = 1
+
+
+# (kind, N, K, M bucket) -> Config: the H100 measurements of benchmarks/quant_bench.py (kernels/table.py).
+TABLE: dict[tuple[str, int, int, int], Config] = {key: Config(*cfg) for key, cfg in MEASURED.items()}
+
+
+def m_bucket(m: int) -> int:
+    """1, 2, 4, ... 256, then 512 for every larger M (prefill)."""
+    return min(512, 1 << max(0, m - 1).bit_length())
+
+
+def default_config(kind: str, m: int) -> Config:
+    """A reasonable config for shapes the table has not measured."""
+    if kind == "fp8" or (kind == "int8_sq" and m > 16):
+        return Config("mm", 0, 0, 0)          # cuBLAS FP8 beat the FP8 GEMV at every M measured
+    if m <= 2:
+        return Config("ew", m_bucket(m), 4, 512, 4, 1)
+    if m <= 4:
+        return Config("ew", 4, 4, 256, 4, 1)
+    if m <= 16:
+        return Config("dot", 16, 32, 256, 4, 3)
+    return Config("dot", 64, 64, 128, 4, 3)
+
+
+def lookup(kind: str, n: int, k: int, m: int) -> Config | None:
+    """The config for this call, its block_k shrunk to divide K; None where no kernel can take the shape."""
+    cfg = TABLE.get((kind, n, k, m_bucket(m))) or default_config(kind, m)
+    if cfg.kind == "mm":
+        ok = kind in ("fp8", "int8_sq") and k % 16 == 0 and n % 16 == 0 and (kind == "fp8" or m > 16)
+        return cfg if ok else None
+    bk = cfg.block_k
+    while bk > 16 and k % bk:
+        bk //= 2
+    if k % bk or (cfg.kind in ("ew", "ew2") and m > cfg.block_m):
+        return None
+    return cfg._replace(block_k=bk)
+
+
+def quant_linear(layer, x: torch.Tensor) -> torch.Tensor | None:
+    """y = layer(x) through a GPU kernel, or None (the caller runs its fallback). Graph-safe: no host syncs."""
+    kind = KINDS.get(layer.format.quant_algo)
+    if not (ENABLED and kind and x.is_cuda and x.dtype in (torch.bfloat16, torch.float16)):
+        return None
+    k = x.shape[-1]
+    m = x.numel() // k if k else 0
+    cfg = lookup(kind, layer.out_features, k, m) if m else None
+    if cfg is None:
+        return None
+    return run(kind, layer, x, cfg)
+
+
+def run(kind: str, layer, x: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """Launch `kind`'s kernel with `cfg` whatever the table says (tests, benchmarks)."""
+    bias = layer.bias
+    pqs = layer.kernel_pqs    # None: the format has none, or it is all ones (QuantLinear.finalize_)
+    if kind in ("int4", "nvfp4"):
+        from ember.quantization.kernels import w4_gemv, w4a16
+        if kind == "int4":
+            fn = w4_gemv.int4_gemv if cfg.kind == "ew" else w4a16.int4_linear       # "ew2" / "dot"
+            return fn(x, layer.weight, layer.weight_scale, pqs, bias, cfg)
+        fn = w4_gemv.nvfp4_gemv if cfg.kind == "ew" else w4a16.nvfp4_linear
+        return fn(x, layer.weight, layer.weight_scale, layer.weight_scale_2, pqs, bias, cfg)
+    input_scale = getattr(layer, "input_scale", None) if "input_scale" in layer.format.specs else None
+    if cfg.kind == "mm":
+        from ember.quantization.kernels import act_quant
+        if kind == "int8_sq":
+            return act_quant.int8_int_mm(x, layer.weight, layer.weight_scale, input_scale, pqs, bias)
+        return act_quant.fp8_scaled_mm(x, layer.weight, layer.weight_scale, input_scale, bias)
+    from ember.quantization.kernels.w8 import w8_linear
+    return w8_linear(x, layer.weight, layer.weight_scale, kind != "fp8", _W8_ACT[kind], input_scale, pqs, bias, cfg)

@@ -1,0 +1,150 @@
+"""The quantized-kernel dispatch table measured on an H100 (benchmarks/quant_bench.py): best config per shape and M.
+
+(kind, N, K, M bucket) -> dispatch.Config fields. Measured 2026-11-24 on an H100 80GB HBM3, torch 2.11, triton 3.6,
+Qwen3-8B shapes, random weights, each config checked against the fp64 dequant-matmul reference; the comment is
+the kernel's time and bf16 F.linear's in the same run (CUDA graph of back-to-back calls, HBM-resident weights).
+The best kernel is listed even where bf16 was faster: a quantized module has no bf16 weight to fall back to.
+"""
+
+MEASURED: dict[tuple[str, int, int, int], tuple] = {
+    ('int4', 6144, 4096, 1): ('ew', 1, 2, 1024, 4, 1),  # 23.5 us, bf16 F.linear 20.6 us
+    ('int4', 6144, 4096, 2): ('ew', 2, 4, 512, 4, 1),  # 26.8 us, bf16 F.linear 21.2 us
+    ('int4', 6144, 4096, 4): ('dot', 16, 32, 128, 4, 3),  # 28.4 us, bf16 F.linear 21.3 us
+    ('int4', 6144, 4096, 8): ('dot', 16, 64, 128, 4, 3),  # 26.5 us, bf16 F.linear 20.9 us
+    ('int4', 6144, 4096, 16): ('dot', 16, 64, 128, 4, 3),  # 26.4 us, bf16 F.linear 21.3 us
+    ('int4', 6144, 4096, 64): ('dot', 64, 64, 128, 4, 3),  # 44.9 us, bf16 F.linear 21.2 us
+    ('int4', 6144, 4096, 256): ('dot', 64, 64, 128, 4, 3),  # 65.5 us, bf16 F.linear 24.0 us
+    ('nvfp4', 6144, 4096, 1): ('ew2', 1, 4, 256, 4, 1),  # 21.0 us, bf16 F.linear 20.6 us
+    ('nvfp4', 6144, 4096, 2): ('ew2', 2, 4, 256, 4, 1),  # 26.1 us, bf16 F.linear 21.2 us
+    ('nvfp4', 6144, 4096, 4): ('ew2', 4, 4, 256, 4, 1),  # 33.9 us, bf16 F.linear 21.3 us
+    ('nvfp4', 6144, 4096, 8): ('dot', 16, 64, 128, 4, 3),  # 28.1 us, bf16 F.linear 20.9 us
+    ('nvfp4', 6144, 4096, 16): ('dot', 16, 64, 128, 4, 3),  # 27.8 us, bf16 F.linear 21.3 us
+    ('nvfp4', 6144, 4096, 64): ('dot', 64, 64, 128, 4, 3, 2),  # 36.8 us, bf16 F.linear 21.2 us
+    ('nvfp4', 6144, 4096, 256): ('dot', 64, 64, 128, 4, 3),  # 65.4 us, bf16 F.linear 24.0 us
+    ('fp8', 6144, 4096, 1): ('mm', 0, 0, 0),  # 14.1 us, bf16 F.linear 20.6 us
+    ('fp8', 6144, 4096, 2): ('mm', 0, 0, 0),  # 15.6 us, bf16 F.linear 21.2 us
+    ('fp8', 6144, 4096, 4): ('mm', 0, 0, 0),  # 14.0 us, bf16 F.linear 21.3 us
+    ('fp8', 6144, 4096, 8): ('mm', 0, 0, 0),  # 14.3 us, bf16 F.linear 20.9 us
+    ('fp8', 6144, 4096, 16): ('mm', 0, 0, 0),  # 14.4 us, bf16 F.linear 21.3 us
+    ('fp8', 6144, 4096, 64): ('mm', 0, 0, 0),  # 15.2 us, bf16 F.linear 21.2 us
+    ('fp8', 6144, 4096, 256): ('mm', 0, 0, 0),  # 16.3 us, bf16 F.linear 24.0 us
+    ('int8_wo', 6144, 4096, 1): ('ew', 1, 2, 1024, 4, 1),  # 16.4 us, bf16 F.linear 20.6 us
+    ('int8_wo', 6144, 4096, 2): ('ew', 2, 4, 512, 4, 1),  # 19.5 us, bf16 F.linear 21.2 us
+    ('int8_wo', 6144, 4096, 4): ('dot', 16, 32, 128, 4, 3),  # 28.8 us, bf16 F.linear 21.3 us
+    ('int8_wo', 6144, 4096, 8): ('dot', 16, 32, 256, 4, 3),  # 20.1 us, bf16 F.linear 20.9 us
+    ('int8_wo', 6144, 4096, 16): ('dot', 16, 32, 256, 4, 3),  # 18.5 us, bf16 F.linear 21.3 us
+    ('int8_wo', 6144, 4096, 64): ('dot', 64, 64, 128, 4, 3),  # 21.5 us, bf16 F.linear 21.2 us
+    ('int8_wo', 6144, 4096, 256): ('dot', 128, 128, 64, 8, 3),  # 42.2 us, bf16 F.linear 24.0 us
+    ('int8_sq', 6144, 4096, 1): ('ew', 1, 2, 1024, 4, 1),  # 18.3 us, bf16 F.linear 20.6 us
+    ('int8_sq', 6144, 4096, 2): ('ew', 2, 4, 512, 4, 1),  # 20.8 us, bf16 F.linear 21.2 us
+    ('int8_sq', 6144, 4096, 4): ('dot', 16, 32, 128, 4, 3),  # 30.3 us, bf16 F.linear 21.3 us
+    ('int8_sq', 6144, 4096, 8): ('dot', 16, 64, 128, 4, 3),  # 22.6 us, bf16 F.linear 20.9 us
+    ('int8_sq', 6144, 4096, 16): ('dot', 16, 64, 128, 4, 3),  # 21.4 us, bf16 F.linear 21.3 us
+    ('int8_sq', 6144, 4096, 64): ('mm', 0, 0, 0),  # 25.9 us, bf16 F.linear 21.2 us
+    ('int8_sq', 6144, 4096, 256): ('mm', 0, 0, 0),  # 48.0 us, bf16 F.linear 24.0 us
+    ('int4', 4096, 4096, 1): ('ew', 1, 4, 512, 4, 1),  # 14.9 us, bf16 F.linear 17.2 us
+    ('int4', 4096, 4096, 2): ('ew', 2, 4, 512, 4, 1),  # 17.0 us, bf16 F.linear 16.8 us
+    ('int4', 4096, 4096, 4): ('ew', 4, 4, 256, 4, 1),  # 23.4 us, bf16 F.linear 16.7 us
+    ('int4', 4096, 4096, 8): ('dot', 16, 32, 128, 4, 3, 2),  # 21.1 us, bf16 F.linear 16.7 us
+    ('int4', 4096, 4096, 16): ('dot', 16, 32, 128, 4, 3, 2),  # 24.1 us, bf16 F.linear 17.0 us
+    ('int4', 4096, 4096, 64): ('dot', 32, 32, 128, 4, 3),  # 39.5 us, bf16 F.linear 15.2 us
+    ('int4', 4096, 4096, 256): ('dot', 64, 64, 128, 4, 3),  # 43.2 us, bf16 F.linear 19.5 us
+    ('nvfp4', 4096, 4096, 1): ('ew2', 1, 4, 256, 4, 1),  # 16.1 us, bf16 F.linear 17.2 us
+    ('nvfp4', 4096, 4096, 2): ('ew2', 2, 4, 256, 4, 1),  # 19.0 us, bf16 F.linear 16.8 us
+    ('nvfp4', 4096, 4096, 4): ('ew2', 4, 4, 256, 4, 1),  # 23.1 us, bf16 F.linear 16.7 us
+    ('nvfp4', 4096, 4096, 8): ('dot', 16, 32, 128, 4, 3, 2),  # 23.8 us, bf16 F.linear 16.7 us
+    ('nvfp4', 4096, 4096, 16): ('dot', 16, 32, 128, 4, 3, 2),  # 23.7 us, bf16 F.linear 17.0 us
+    ('nvfp4', 4096, 4096, 64): ('dot', 64, 64, 128, 4, 3, 2),  # 30.6 us, bf16 F.linear 15.2 us
+    ('nvfp4', 4096, 4096, 256): ('dot', 64, 64, 128, 4, 3),  # 47.8 us, bf16 F.linear 19.5 us
+    ('fp8', 4096, 4096, 1): ('mm', 0, 0, 0),  # 11.2 us, bf16 F.linear 17.2 us
+    ('fp8', 4096, 4096, 2): ('mm', 0, 0, 0),  # 11.3 us, bf16 F.linear 16.8 us
+    ('fp8', 4096, 4096, 4): ('mm', 0, 0, 0),  # 11.2 us, bf16 F.linear 16.7 us
+    ('fp8', 4096, 4096, 8): ('mm', 0, 0, 0),  # 11.2 us, bf16 F.linear 16.7 us
+    ('fp8', 4096, 4096, 16): ('mm', 0, 0, 0),  # 11.1 us, bf16 F.linear 17.0 us
+    ('fp8', 4096, 4096, 64): ('mm', 0, 0, 0),  # 12.2 us, bf16 F.linear 15.2 us
+    ('fp8', 4096, 4096, 256): ('mm', 0, 0, 0),  # 14.4 us, bf16 F.linear 19.5 us
+    ('int8_wo', 4096, 4096, 1): ('ew', 1, 4, 512, 4, 1),  # 11.4 us, bf16 F.linear 17.2 us
+    ('int8_wo', 4096, 4096, 2): ('ew', 2, 4, 1024, 8, 1),  # 17.3 us, bf16 F.linear 16.8 us
+    ('int8_wo', 4096, 4096, 4): ('ew', 4, 4, 256, 4, 1),  # 18.2 us, bf16 F.linear 16.7 us
+    ('int8_wo', 4096, 4096, 8): ('dot', 16, 32, 256, 4, 3),  # 14.9 us, bf16 F.linear 16.7 us
+    ('int8_wo', 4096, 4096, 16): ('dot', 16, 32, 256, 4, 3),  # 12.7 us, bf16 F.linear 17.0 us
+    ('int8_wo', 4096, 4096, 64): ('dot', 64, 64, 128, 4, 3),  # 20.6 us, bf16 F.linear 15.2 us
+    ('int8_wo', 4096, 4096, 256): ('dot', 64, 64, 128, 4, 3),  # 31.2 us, bf16 F.linear 19.5 us
+    ('int8_sq', 4096, 4096, 1): ('ew', 1, 4, 512, 4, 1),  # 12.2 us, bf16 F.linear 17.2 us
+    ('int8_sq', 4096, 4096, 2): ('ew', 2, 4, 512, 4, 1),  # 18.0 us, bf16 F.linear 16.8 us
+    ('int8_sq', 4096, 4096, 4): ('dot', 16, 32, 128, 4, 3),  # 24.1 us, bf16 F.linear 16.7 us
+    ('int8_sq', 4096, 4096, 8): ('dot', 16, 32, 256, 4, 3),  # 17.3 us, bf16 F.linear 16.7 us
+    ('int8_sq', 4096, 4096, 16): ('dot', 16, 32, 256, 4, 3),  # 16.4 us, bf16 F.linear 17.0 us
+    ('int8_sq', 4096, 4096, 64): ('mm', 0, 0, 0),  # 23.8 us, bf16 F.linear 15.2 us
+    ('int8_sq', 4096, 4096, 256): ('mm', 0, 0, 0),  # 35.8 us, bf16 F.linear 19.5 us
+    ('int4', 24576, 4096, 1): ('ew2', 1, 4, 256, 4, 1),  # 61.6 us, bf16 F.linear 72.9 us
+    ('int4', 24576, 4096, 2): ('dot', 16, 32, 128, 4, 3),  # 64.4 us, bf16 F.linear 73.1 us
+    ('int4', 24576, 4096, 4): ('dot', 16, 32, 128, 4, 3),  # 63.2 us, bf16 F.linear 73.4 us
+    ('int4', 24576, 4096, 8): ('dot', 16, 64, 128, 4, 3),  # 43.0 us, bf16 F.linear 73.7 us
+    ('int4', 24576, 4096, 16): ('dot', 16, 64, 128, 4, 3),  # 43.3 us, bf16 F.linear 74.3 us
+    ('int4', 24576, 4096, 64): ('dot', 64, 64, 128, 4, 3),  # 65.2 us, bf16 F.linear 75.8 us
+    ('int4', 24576, 4096, 256): ('dot', 64, 64, 128, 4, 3),  # 189.8 us, bf16 F.linear 84.3 us
+    ('nvfp4', 24576, 4096, 1): ('ew2', 1, 4, 256, 4, 1),  # 64.6 us, bf16 F.linear 72.9 us
+    ('nvfp4', 24576, 4096, 2): ('ew2', 2, 4, 256, 4, 1),  # 83.5 us, bf16 F.linear 73.1 us
+    ('nvfp4', 24576, 4096, 4): ('dot', 16, 32, 128, 4, 3),  # 97.4 us, bf16 F.linear 73.4 us
+    ('nvfp4', 24576, 4096, 8): ('dot', 16, 64, 128, 4, 3),  # 53.1 us, bf16 F.linear 73.7 us
+    ('nvfp4', 24576, 4096, 16): ('dot', 16, 64, 128, 4, 3),  # 51.6 us, bf16 F.linear 74.3 us
+    ('nvfp4', 24576, 4096, 64): ('dot', 64, 64, 128, 4, 3),  # 68.4 us, bf16 F.linear 75.8 us
+    ('nvfp4', 24576, 4096, 256): ('dot', 128, 128, 64, 8, 3),  # 216.9 us, bf16 F.linear 84.3 us
+    ('fp8', 24576, 4096, 1): ('mm', 0, 0, 0),  # 41.3 us, bf16 F.linear 72.9 us
+    ('fp8', 24576, 4096, 2): ('mm', 0, 0, 0),  # 41.3 us, bf16 F.linear 73.1 us
+    ('fp8', 24576, 4096, 4): ('mm', 0, 0, 0),  # 41.4 us, bf16 F.linear 73.4 us
+    ('fp8', 24576, 4096, 8): ('mm', 0, 0, 0),  # 41.5 us, bf16 F.linear 73.7 us
+    ('fp8', 24576, 4096, 16): ('mm', 0, 0, 0),  # 41.5 us, bf16 F.linear 74.3 us
+    ('fp8', 24576, 4096, 64): ('mm', 0, 0, 0),  # 43.4 us, bf16 F.linear 75.8 us
+    ('fp8', 24576, 4096, 256): ('mm', 0, 0, 0),  # 52.4 us, bf16 F.linear 84.3 us
+    ('int8_wo', 24576, 4096, 1): ('ew', 1, 4, 512, 4, 1),  # 52.4 us, bf16 F.linear 72.9 us
+    ('int8_wo', 24576, 4096, 2): ('ew', 2, 4, 512, 4, 1),  # 66.3 us, bf16 F.linear 73.1 us
+    ('int8_wo', 24576, 4096, 4): ('dot', 16, 32, 128, 4, 3),  # 68.0 us, bf16 F.linear 73.4 us
+    ('int8_wo', 24576, 4096, 8): ('dot', 16, 64, 128, 4, 3),  # 44.5 us, bf16 F.linear 73.7 us
+    ('int8_wo', 24576, 4096, 16): ('dot', 16, 64, 128, 4, 3),  # 40.8 us, bf16 F.linear 74.3 us
+    ('int8_wo', 24576, 4096, 64): ('dot', 64, 64, 128, 4, 3),  # 47.4 us, bf16 F.linear 75.8 us
+    ('int8_wo', 24576, 4096, 256): ('dot', 128, 128, 64, 8, 3),  # 120.6 us, bf16 F.linear 84.3 us
+    ('int8_sq', 24576, 4096, 1): ('ew', 1, 4, 512, 4, 1),  # 56.4 us, bf16 F.linear 72.9 us
+    ('int8_sq', 24576, 4096, 2): ('ew', 2, 4, 512, 4, 1),  # 73.3 us, bf16 F.linear 73.1 us
+    ('int8_sq', 24576, 4096, 4): ('dot', 16, 32, 128, 4, 3),  # 72.1 us, bf16 F.linear 73.4 us
+    ('int8_sq', 24576, 4096, 8): ('dot', 16, 64, 128, 4, 3),  # 48.3 us, bf16 F.linear 73.7 us
+    ('int8_sq', 24576, 4096, 16): ('dot', 16, 64, 128, 4, 3),  # 44.3 us, bf16 F.linear 74.3 us
+    ('int8_sq', 24576, 4096, 64): ('mm', 0, 0, 0),  # 66.8 us, bf16 F.linear 75.8 us
+    ('int8_sq', 24576, 4096, 256): ('mm', 0, 0, 0),  # 130.2 us, bf16 F.linear 84.3 us
+    ('int4', 4096, 12288, 1): ('ew', 1, 4, 512, 4, 1),  # 36.1 us, bf16 F.linear 39.1 us
+    ('int4', 4096, 12288, 2): ('ew', 2, 4, 512, 4, 1),  # 38.6 us, bf16 F.linear 39.7 us
+    ('int4', 4096, 12288, 4): ('ew', 4, 4, 256, 4, 1),  # 58.0 us, bf16 F.linear 39.8 us
+    ('int4', 4096, 12288, 8): ('dot', 16, 32, 128, 4, 3, 2),  # 46.4 us, bf16 F.linear 40.2 us
+    ('int4', 4096, 12288, 16): ('dot', 16, 32, 128, 4, 3, 2),  # 49.4 us, bf16 F.linear 40.7 us
+    ('int4', 4096, 12288, 64): ('dot', 64, 32, 128, 4, 3, 2),  # 102.0 us, bf16 F.linear 42.5 us
+    ('int4', 4096, 12288, 256): ('dot', 64, 64, 128, 4, 3),  # 118.8 us, bf16 F.linear 49.3 us
+    ('nvfp4', 4096, 12288, 1): ('ew', 1, 4, 512, 4, 1),  # 42.3 us, bf16 F.linear 39.1 us
+    ('nvfp4', 4096, 12288, 2): ('ew2', 2, 4, 256, 4, 1),  # 49.4 us, bf16 F.linear 39.7 us
+    ('nvfp4', 4096, 12288, 4): ('ew2', 4, 4, 256, 4, 1),  # 59.5 us, bf16 F.linear 39.8 us
+    ('nvfp4', 4096, 12288, 8): ('dot', 16, 32, 128, 4, 3, 2),  # 57.9 us, bf16 F.linear 40.2 us
+    ('nvfp4', 4096, 12288, 16): ('dot', 16, 32, 128, 4, 3, 2),  # 57.9 us, bf16 F.linear 40.7 us
+    ('nvfp4', 4096, 12288, 64): ('dot', 64, 64, 128, 4, 3, 2),  # 68.5 us, bf16 F.linear 42.5 us
+    ('nvfp4', 4096, 12288, 256): ('dot', 64, 64, 128, 4, 3),  # 138.9 us, bf16 F.linear 49.3 us
+    ('fp8', 4096, 12288, 1): ('mm', 0, 0, 0),  # 28.2 us, bf16 F.linear 39.1 us
+    ('fp8', 4096, 12288, 2): ('mm', 0, 0, 0),  # 28.2 us, bf16 F.linear 39.7 us
+    ('fp8', 4096, 12288, 4): ('mm', 0, 0, 0),  # 28.2 us, bf16 F.linear 39.8 us
+    ('fp8', 4096, 12288, 8): ('mm', 0, 0, 0),  # 28.3 us, bf16 F.linear 40.2 us
+    ('fp8', 4096, 12288, 16): ('mm', 0, 0, 0),  # 28.2 us, bf16 F.linear 40.7 us
+    ('fp8', 4096, 12288, 64): ('mm', 0, 0, 0),  # 27.0 us, bf16 F.linear 42.5 us
+    ('fp8', 4096, 12288, 256): ('mm', 0, 0, 0),  # 34.1 us, bf16 F.linear 49.3 us
+    ('int8_wo', 4096, 12288, 1): ('ew', 1, 2, 1024, 4, 1),  # 28.7 us, bf16 F.linear 39.1 us
+    ('int8_wo', 4096, 12288, 2): ('ew', 2, 4, 1024, 8, 1),  # 41.8 us, bf16 F.linear 39.7 us
+    ('int8_wo', 4096, 12288, 4): ('ew', 4, 4, 256, 4, 1),  # 53.1 us, bf16 F.linear 39.8 us
+    ('int8_wo', 4096, 12288, 8): ('dot', 16, 32, 256, 4, 3),  # 36.7 us, bf16 F.linear 40.2 us
+    ('int8_wo', 4096, 12288, 16): ('dot', 16, 32, 256, 4, 3),  # 32.9 us, bf16 F.linear 40.7 us
+    ('int8_wo', 4096, 12288, 64): ('dot', 64, 64, 128, 4, 3),  # 58.8 us, bf16 F.linear 42.5 us
+    ('int8_wo', 4096, 12288, 256): ('dot', 64, 64, 128, 4, 3),  # 86.2 us, bf16 F.linear 49.3 us
+    ('int8_sq', 4096, 12288, 1): ('ew', 1, 4, 512, 4, 1),  # 31.7 us, bf16 F.linear 39.1 us
+    ('int8_sq', 4096, 12288, 2): ('ew', 2, 4, 1024, 8, 1),  # 45.0 us, bf16 F.linear 39.7 us
+    ('int8_sq', 4096, 12288, 4): ('dot', 16, 32, 128, 4, 3),  # 58.5 us, bf16 F.linear 39.8 us
+    ('int8_sq', 4096, 12288, 8): ('dot', 16, 32, 256, 4, 3),  # 44.9 us, bf16 F.linear 40.2 us
+    ('int8_sq', 4096, 12288, 16): ('dot', 16, 32, 256, 4, 3),  # 41.9 us, bf16 F.linear 40.7 us
+    ('int8_sq', 4096, 12288, 64): ('mm', 0, 0, 0),  # 44.5 us, bf16 F.linear 42.5 us
+    ('int8_sq', 4096, 12288, 256): ('mm', 0, 0, 0),  # 75.1 us, bf16 F.linear 49.3 us
+}

@@ -1,0 +1,193 @@
+"""Quantized-linear GPU kernels (ember.quantization.kernels) == the dequantize-then-matmul reference: on CPU under
+the Triton interpreter at tiny shapes, on the GPU at Qwen3-8B shapes; the dispatch; random quantized models."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
+
+CHECK = textwrap.dedent('''
+    import sys, torch
+    import torch.nn.functional as F
+    from ember.quantization.formats import get_format
+    from ember.quantization.kernels import dispatch
+    from ember.quantization.kernels.dispatch import Config
+    from ember.quantization.linear import QuantLinear
+    from ember.quantization.random_quant import fill_random_
+
+    device, dtype = sys.argv[1], getattr(torch, sys.argv[2])
+    shapes, ms, configs = eval(sys.argv[3]), eval(sys.argv[4]), [Config(*c) for c in eval(sys.argv[5])]
+    interp = device == "cpu"
+    ALGOS = {"int4": ["W4A16_AWQ"], "nvfp4": ["NVFP4", "NVFP4_AWQ"], "fp8": ["FP8"],
+             "fp8_rowwise": ["FP8_PER_CHANNEL_PER_TOKEN"], "int8_wo": ["W8A16"], "int8_sq": ["W8A8_SQ_PER_CHANNEL"]}
+    GROUPS = {"W4A16_AWQ": 128, "NVFP4": 16, "NVFP4_AWQ": 16}
+    checked = 0
+    for kind, algos in ALGOS.items():
+        for algo in algos:
+            fmt = get_format(algo, GROUPS.get(algo))
+            for n, k in shapes:
+                for bias in (False, True):
+                    torch.manual_seed(checked)
+                    layer = QuantLinear(fmt, k, [n - 16, 16], bias, dtype, device)
+                    fill_random_(layer, torch.randn(n, k, device=device) * 0.05, act_amax=4.0)
+                    if "pre_quant_scale" in fmt.specs:        # not ones: the kernel must apply it
+                        assert layer.kernel_pqs is None       # ones are skipped
+                        layer.pre_quant_scale.data.copy_(torch.rand(k, device=device) + 0.5)
+                        layer.finalize_()
+                        assert layer.kernel_pqs.dtype == dtype
+                    if bias:
+                        layer.bias.data.normal_()
+                    t = layer.tensors()
+                    w = fmt.weight(t, layer.output_sizes).double()
+                    for m in ms:
+                        x = torch.randn(m, k, device=device) * 2
+                        if kind.startswith("fp8") and interp:  # why: the interpreter's e4m3 cast mis-rounds values
+                            s = 2.0 ** -6                      # just below a power of two: use exact inputs
+                            x = (x / s).clamp(-448, 448).to(torch.float8_e4m3fn).float() * s
+                            x[:, 0] = 448 * s                  # per-token scale = amax / 448 = s too
+                            if kind == "fp8":
+                                layer.input_scale.data.fill_(s)
+                        x = x.to(dtype)
+                        if kind == "nvfp4":                   # GPU NVFP4 is weight-only (W4A16)
+                            xa = x if "pre_quant_scale" not in t else x * t["pre_quant_scale"].to(dtype)
+                        else:
+                            xa = fmt.act(x, t)
+                        ref = F.linear(xa.double(), w, None if layer.bias is None else layer.bias.double())
+                        base = ((F.linear(xa, w.to(dtype), layer.bias).double() - ref).norm() / ref.norm()).item()
+                        for cfg in configs:
+                            if cfg.kind == "mm" and (interp or kind not in ("fp8", "int8_sq")
+                                                     or (kind == "int8_sq" and m <= 16) or n % 16):
+                                continue
+                            if cfg.kind in ("ew", "ew2") and m > cfg.block_m:
+                                continue
+                            if (cfg.kind == "ew2" or cfg.split_k > 1) and kind not in ("int4", "nvfp4"):
+                                continue
+                            c = cfg._replace(block_k=min(cfg.block_k, k))
+                            y = dispatch.run(kind, layer, x, c)
+                            err = ((y.double() - ref).norm() / ref.norm()).item()
+                            ok = y.shape == (m, n) and bool(torch.isfinite(y).all()) and err < 2 * base + 2e-3
+                            assert ok, (algo, n, k, m, bias, cfg, err, base)
+                            checked += 1
+                    # the dispatch, as QuantLinear.forward uses it (CUDA only: None on CPU tensors)
+                    x = torch.randn(3, k, device=device, dtype=dtype)
+                    y = dispatch.quant_linear(layer, x)
+                    assert (y is None) == interp, (algo, y is None)
+    print("quant kernels ok", checked)
+''')
+
+
+def _run(device: str, dtype: str, shapes: str, ms: str, configs: str, env: dict) -> None:
+    proc = subprocess.run([sys.executable, "-c", CHECK, device, dtype, shapes, ms, configs], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert "quant kernels ok" in proc.stdout
+
+
+@needs_triton
+def test_kernels_interpreter_cpu():
+    """Every kernel and mode vs the reference: M 1..20 (several M blocks), N tails, bias, pre_quant_scale,
+    block_k below and above the int4 group."""
+    _run("cpu", "float16", "[(48, 256)]", "[1, 3, 20]",
+         "[('ew', 4, 8, 64, 4), ('ew', 4, 2, 256, 4), ('ew2', 4, 8, 64, 4), ('ew2', 4, 2, 256, 4), "
+         "('dot', 16, 16, 256, 4, 1), ('dot', 16, 32, 64, 4, 1), ('dot', 16, 16, 64, 4, 1, 2)]",
+         {**os.environ, "TRITON_INTERPRET": "1"})
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_kernels_gpu_qwen3_8b_shapes():
+    _run("cuda", "bfloat16", "[(6144, 4096), (1000, 256)]", "[1, 16, 300]",
+         "[('ew', 1, 4, 256, 4), ('ew2', 1, 4, 256, 4), ('dot', 16, 64, 128, 4, 3), ('dot', 64, 32, 128, 4, 3, 2), "
+         "('mm', 0, 0, 0)]", dict(os.environ))
+
+
+def test_dispatch_rules():
+    from ember.quantization.kernels import dispatch
+
+    assert [dispatch.m_bucket(m) for m in (1, 2, 3, 16, 17, 256, 257, 8192)] == [1, 2, 4, 16, 32, 256, 512, 512]
+    assert dispatch.lookup("int4", 4096, 4096, 1).kind == "ew"
+    assert dispatch.lookup("int4", 4096, 4096, 64).kind == "dot"
+    assert dispatch.lookup("fp8", 4096, 4096, 1).kind == "mm"
+    assert dispatch.lookup("int8_sq", 4096, 4096, 64).kind == "mm"
+    assert dispatch.lookup("int8_sq", 4096, 4100, 64) is None          # _int_mm needs K % 8 (here % 16)
+    assert dispatch.lookup("int4", 4096, 200, 8) is None                 # K not a multiple of 16
+    assert dispatch.lookup("int4", 4096, 4096 + 64, 8).block_k == 64  # block_k shrinks to divide K
+
+
+def test_cpu_forward_is_the_fallback():
+    """On CPU (and with kernels off) QuantLinear runs dequantize-then-matmul, never a kernel."""
+    from ember.quantization.formats import get_format
+    from ember.quantization.kernels import dispatch
+    from ember.quantization.linear import QuantLinear
+    from ember.quantization.random_quant import fill_random_
+
+    layer = QuantLinear(get_format("W4A16_AWQ", 128), 256, [64], False, torch.float32, "cpu")
+    fill_random_(layer, torch.randn(64, 256) * 0.05)
+    x = torch.randn(2, 256)
+    assert dispatch.quant_linear(layer, x) is None
+    torch.testing.assert_close(layer(x), x @ layer.dense_weight().T)
+
+
+@pytest.mark.parametrize("method", ["fp8", "fp8-rowwise", "int8-wo", "int8-sq", "int4-awq", "nvfp4"])
+def test_quantize_random_matches_dequant_matmul(method):
+    """quantize_random_ on a tiny Qwen3: every target linear becomes a QuantLinear whose weight is the original
+    quantized (small error) and whose forward is the format's dequant matmul."""
+    from transformers import AutoConfig
+
+    from ember.bench.model import build_random_model
+    from ember.quantization.linear import QuantLinear
+    from ember.quantization.random_quant import quantize_random_
+
+    cfg = AutoConfig.for_model(**{"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 128,
+                                  "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
+                                  "num_key_value_heads": 2, "head_dim": 32, "vocab_size": 300,
+                                  "tie_word_embeddings": False})
+    model = build_random_model(cfg, torch.float32, torch.device("cpu"), seed=1)
+    before = {n: m.weight.detach().clone() for n, m in model.named_modules() if hasattr(m, "weight")
+              and isinstance(m.weight, torch.Tensor) and m.weight.dim() == 2}
+    swapped = quantize_random_(model, method)
+    assert len(swapped) == 2 * 4 and not isinstance(model.lm_head, QuantLinear)   # qkv, o, gate_up, down
+    for name, q in swapped.items():
+        assert model.get_submodule(name) is q
+        w = q.dense_weight(torch.float32)
+        rel = ((w - before[name]).norm() / before[name].norm()).item()
+        assert rel < 0.2, (name, rel)
+        x = torch.randn(3, q.in_features)
+        ref = torch.nn.functional.linear(q.format.act(x, q.tensors()), w)
+        torch.testing.assert_close(q(x), ref)
+
+
+ACT_QUANT = textwrap.dedent('''
+    import torch
+    from ember.quantization.kernels.act_quant import quantize_act
+
+    torch.manual_seed(0)
+    s = torch.tensor([2.0 ** -6])                       # exact inputs: see CHECK (interpreter e4m3 rounding)
+    x = ((torch.randn(5, 200) * 2 / s).clamp(-448, 448).to(torch.float8_e4m3fn).float() * s).half()
+    q = quantize_act(x, "fp8", s, None, pad_to=16)
+    assert q.shape == (16, 200) and q.dtype == torch.float8_e4m3fn
+    assert torch.equal(q[:5].float(), (x.float() / s).to(torch.float8_e4m3fn).float())
+    pqs = torch.rand(200) + 0.5
+    x = torch.randn(5, 200).half()
+    q = quantize_act(x, "int8", torch.tensor([0.02]), pqs)
+    ref = ((x * pqs.half()).float() / 0.02).round().clamp(-128, 127)
+    assert q.dtype == torch.int8 and torch.equal(q.float(), ref)
+    print("act quant ok")
+''')
+
+
+@needs_triton
+def test_act_quant_kernel_interpreter_cpu():
+    """The large-M quantize kernel (before cuBLAS FP8 / INT8) == the formats' activation quantization."""
+    proc = subprocess.run([sys.executable, "-c", ACT_QUANT], env={**os.environ, "TRITON_INTERPRET": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "act quant ok" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-4000:]

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ember.quantization.formats import FP8, Format
+from ember.quantization.kernels import tinygemm
 from ember.quantization.kernels.dispatch import quant_linear
 
 
@@ -105,6 +106,9 @@ class QuantLinear(nn.Module):
         # why: ones (ModelOpt folds q/k/v's into the norm; random bench models) cost the kernels a load and a
         # multiply per activation element per program; a bf16 copy halves what is read
         self.kernel_pqs = None if pqs is None or bool((pqs == 1).all()) else pqs.to(self.compute_dtype)
+        self.tinygemm = None
+        if tinygemm.supports(self):   # INT4-AWQ at decode sizes: aten's int4 kernel, repacked once here
+            self.tinygemm = tinygemm.prepare(self)
 
     def dense_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The dequantized weight [N, K]."""

@@ -1,7 +1,7 @@
 """Which GPU kernel runs a QuantLinear forward, per format and M (rows); None -> the dequantize-then-matmul fallback.
 
 Kernels by format (`quant_algo` -> kind):
-  W4A16_AWQ -> int4, NVFP4 / NVFP4_AWQ -> nvfp4 (weight-only, dequantized in registers: w4_gemv.py "ew" and
+  W4A16_AWQ -> int4 (M <= tinygemm.MAX_M in bf16: aten's tinygemm kernel, see tinygemm.py), NVFP4 / NVFP4_AWQ -> nvfp4 (weight-only, dequantized in registers: w4_gemv.py "ew" and
   w4a16.py "ew2" for M <= 4, w4a16.py "dot" (optionally split-K) for any M);
   FP8 -> fp8, FP8_PER_CHANNEL_PER_TOKEN -> fp8_rowwise, W8A16 -> int8_wo, W8A8_SQ_PER_CHANNEL -> int8_sq
   (w8.py: the activation quantized in registers; "mm" configs: act_quant.py + cuBLAS, FP8 per-tensor at every M
@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import torch
 
+from ember.quantization.kernels import tinygemm
 from ember.quantization.kernels.table import MEASURED
 
 ENABLED = os.environ.get("EMBER_QUANT_KERNELS", "1") != "0"
@@ -80,6 +81,9 @@ def quant_linear(layer, x: torch.Tensor) -> torch.Tensor | None:
         return None
     k = x.shape[-1]
     m = x.numel() // k if k else 0
+    tg = getattr(layer, "tinygemm", None)
+    if tg is not None and 0 < m <= tinygemm.MAX_M:
+        return tinygemm.linear(x, *tg, layer.kernel_pqs, layer.bias, layer.out_features)
     cfg = lookup(kind, layer.out_features, k, m) if m else None
     if cfg is None:
         return None

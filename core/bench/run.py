@@ -25,9 +25,11 @@ def _device(name: str) -> torch.device:
 def engine_config(args, device: torch.device, max_model_len: int) -> EngineConfig:
     kv = KvCacheConfig(num_blocks=args.num_blocks, gpu_memory_utilization=args.gpu_memory_utilization,
                        enable_prefix_caching=False)   # random prompts share nothing; skip the hashing
+    async_scheduling = {"auto": None, "on": True, "off": False}[getattr(args, "async_scheduling", "auto")]
     return EngineConfig(max_num_seqs=args.max_num_seqs, max_num_tokens=args.max_num_tokens,
                         max_model_len=max_model_len, kv_cache=kv, attention_backend=args.attention_backend,
-                        cuda_graphs=not args.enforce_eager, seed=args.seed)
+                        cuda_graphs=not args.enforce_eager, seed=args.seed,
+                        kv_cache_dtype=getattr(args, "kv_cache_dtype", "auto"), async_scheduling=async_scheduling)
 
 
 def _max_len(args, requests: list[datasets.BenchRequest]) -> int:
@@ -56,9 +58,8 @@ def build_ember(args, requests: list[datasets.BenchRequest]):
 
     llm = LLM(args.model, dtype=args.dtype, device=str(device), max_num_seqs=cfg.max_num_seqs,
               max_num_tokens=cfg.max_num_tokens, max_model_len=max_len, kv_cache=cfg.kv_cache,
-              attention_backend=cfg.attention_backend, seed=args.seed)
-    if not cfg.cuda_graphs:
-        llm.engine.runner.graphs = None
+              attention_backend=cfg.attention_backend, seed=args.seed, kv_cache_dtype=cfg.kv_cache_dtype,
+              async_scheduling=cfg.async_scheduling, cuda_graphs=cfg.cuda_graphs)
     return llm.engine, llm.model.config
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ember.config import KV_CACHE_DTYPES
+
 EPILOG = """examples:
   ember bench latency --model qwen3-8b --random-weights --batch-size 1 --input-len 128 --output-len 128
   ember bench throughput --model qwen3-8b --random-weights --num-requests 1000 --input-len 128 --output-len 128
@@ -73,6 +75,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
     p.add_argument("--attention-backend", default="auto", help="auto (triton on CUDA, torch on CPU), torch, triton")
     p.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
+    p.add_argument("--kv-cache-dtype", default="auto", choices=KV_CACHE_DTYPES,
+                   help="auto: the checkpoint's (fp8 when it declares one), else the model dtype")
+    p.add_argument("--async-scheduling", default="auto", choices=("auto", "on", "off"),
+                   help="launch each step before the previous one's tokens reach the host (auto: on for CUDA)")
     p.add_argument("--max-num-seqs", type=_positive, default=256)
     p.add_argument("--max-num-tokens", type=_positive, default=8192,
                    help="token budget per step (default 8192; prefill: batch x input-len, one step)")

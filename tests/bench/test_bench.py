@@ -181,3 +181,16 @@ def test_cli_quantization_needs_random_weights(tiny_config):
     args = _parse(["bench", "latency", "--model", tiny_config, "--quantization", "fp8", "--device", "cpu"])
     with pytest.raises(ValueError, match="--random-weights"):
         build_ember(args, datasets.synthetic(1, 4, 2, 300))
+
+
+def test_cli_kv_cache_dtype_and_async_scheduling_reach_the_engine(tiny_config):
+    from ember.bench.run import build_ember
+
+    args = _parse(["bench", "latency", "--model", tiny_config, "--random-weights", "--dtype", "float32",
+                   "--device", "cpu", "--kv-cache-dtype", "fp8", "--async-scheduling", "on"])
+    engine, _ = build_ember(args, datasets.synthetic(1, 4, 2, 300))
+    assert engine.async_scheduling and engine.runner.kv_caches[0].dtype == torch.float8_e4m3fn
+    args = _parse(["bench", "latency", "--model", tiny_config, "--random-weights", "--dtype", "float32",
+                   "--device", "cpu"])
+    engine, _ = build_ember(args, datasets.synthetic(1, 4, 2, 300))
+    assert not engine.async_scheduling and engine.runner.kv_caches[0].dtype == torch.float32   # CPU defaults

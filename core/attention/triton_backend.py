@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -27,6 +27,8 @@ class KernelConfig:
     block_n: int        # keys per loop iteration
     num_warps: int
     num_stages: int
+    fp8_as_f16: bool = True   # fp8 cache: widen e4m3 tiles to fp16 (q * scale and p follow), not to q's dtype
+    programs_per_sm: int = 2  # key splits aim at this many programs per SM (decode-only steps with few sequences)
 
 
 def _pow2(n: int) -> int:
@@ -43,6 +45,15 @@ class TritonAttentionBackend(AttentionBackend):
 
     name = "triton"
     supports_cuda_graphs = True   # decode grid = (B, 1, Hkv * splits), splits fixed by meta.seq_len_bound
+    # fp8 (e4m3) caches; class attributes, so benchmarks/fp8_kv_bench.py can give a whole engine a candidate.
+    # Why 2 warps: an e4m3 tile is half the bytes, and 64 keys over 4 warps left each warp too little to load per
+    # step (128 keys over 4 warps fixes it too, a little slower). H100, Qwen3-8B heads, decode b64 ctx4096
+    # (ctx16384), write + attend, graph replay: bf16 361.7 (1421.0) us; fp8 64 keys 4 warps widened to bf16 (the
+    # first config) 311.2 (1201.1); 128 keys 4 warps 213.8 (816.7); 64 keys 2 warps 203.5 (794.7) us = x1.78 (x1.79).
+    fp8_decode_config = KernelConfig(block_m=16, block_n=64, num_warps=2, num_stages=4)
+    # 8 x 2048 prefill: bf16 963.6 us; fp8 widened to bf16 1270.3, to fp16 1102.0 (m256 / 8 warps, 32-key or
+    # 2-stage variants all slower): fp8 prefill stays 14 % slower, the widening sits in a compute-bound loop.
+    fp8_prefill_config = KernelConfig(block_m=128, block_n=64, num_warps=4, num_stages=3)
 
     def __init__(self, device: torch.device, dtype: torch.dtype) -> None:
         super().__init__(device, dtype)
@@ -101,15 +112,21 @@ class TritonAttentionBackend(AttentionBackend):
         q = _last_dim_contiguous(q)
         group = hq // hkv
         decode = meta.max_query_len == 1
-        cfg = self.decode_config if decode else self.prefill_config
+        if fp8:
+            cfg = self.fp8_decode_config if decode else self.fp8_prefill_config
+        else:
+            cfg = self.decode_config if decode else self.prefill_config
         if d > 128:   # why: a [128, 256] fp32 accumulator spills (ptxas -v, sm_90): halve the tiles
-            cfg = KernelConfig(max(16, cfg.block_m // 2), max(16, cfg.block_n // 2), min(cfg.num_warps, 4), 2)
+            cfg = replace(cfg, block_m=max(16, cfg.block_m // 2), block_n=max(16, cfg.block_n // 2),
+                          num_warps=min(cfg.num_warps, 4), num_stages=2)
+        f16_dot = fp8 and cfg.fp8_as_f16 and q.dtype != torch.float32
         group_pad = max(16, _pow2(group)) if decode else _pow2(group)
         block_q = max(1, cfg.block_m // group_pad)
         if group_pad < 16 and block_q * group_pad < 16:   # tl.dot needs 16 rows
             block_q = _cdiv(16, group_pad)
         tiles = _cdiv(meta.max_query_len, block_q)
-        splits = self._num_splits(meta, layer.sliding_window, block_q, programs=meta.num_seqs * tiles * hkv)
+        splits = self._num_splits(meta, layer.sliding_window, block_q, programs=meta.num_seqs * tiles * hkv,
+                                  per_sm=cfg.programs_per_sm)
 
         t = q.shape[0]
         if splits > 1:
@@ -127,22 +144,24 @@ class TritonAttentionBackend(AttentionBackend):
             HQ=hq, HKV=hkv, GROUP=group, GROUP_PAD=group_pad, D=d, D_PAD=d_pad, PAGE=kv_cache.shape[2],
             BLOCK_Q=block_q, BLOCK_N=cfg.block_n,
             USE_SOFT_CAP=layer.logits_soft_cap is not None, USE_WINDOW=layer.sliding_window is not None,
-            FP32_DOT=_fp32_dot(q), KV_FP8=fp8, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+            FP32_DOT=_fp32_dot(q) and not f16_dot, KV_FP8=fp8, F16_DOT=f16_dot,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages)
         if splits > 1:
             kernels.reduce_splits_kernel[(t, hq)](
                 part_acc, part_m, part_l, out, out.stride(0), out.stride(1), splits,
                 HQ=hq, D=d, D_PAD=d_pad, SPLITS_PAD=_pow2(splits), num_warps=4)
         return out
 
-    def _num_splits(self, meta: AttentionMetadata, window: int | None, block_q: int, programs: int) -> int:
-        """Enough key splits to give every SM about two programs, never under min_split_tokens keys per split.
+    def _num_splits(self, meta: AttentionMetadata, window: int | None, block_q: int, programs: int,
+                    per_sm: int) -> int:
+        """Enough key splits to give every SM about `per_sm` programs, never under min_split_tokens keys per split.
 
         Decided from the host lists alone (no device sync). Under CUDA-graph capture `meta.seq_len_bound` fixes the
         count per batch bucket; the kernel derives each split's key span from the device seq_lens at replay."""
         bound = getattr(meta, "seq_len_bound", None)   # (test doubles of the metadata may lack the field)
         longest = bound if bound is not None else meta.max_seq_len
         keys = longest if window is None else min(longest, window + block_q - 1)
-        want = _cdiv(2 * self.num_sms, max(programs, 1))
+        want = _cdiv(per_sm * self.num_sms, max(programs, 1))
         return max(1, min(want, _cdiv(keys, self.min_split_tokens), self.max_splits))
 
 

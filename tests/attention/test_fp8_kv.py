@@ -12,6 +12,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -31,7 +32,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def fp8_step(backend_cls, query_lens, seq_lens, hq=4, hkv=2, d=32, block_size=16, dtype=torch.float32,
-             sliding_window=None, soft_cap=None, min_split_tokens=None, seed=0, device="cpu"):
+             sliding_window=None, soft_cap=None, min_split_tokens=None, seed=0, device="cpu", fp8_as_f16=None):
     """One step through `backend_cls` and the torch backend on the same e4m3 cache (shuffled block tables, some
     values beyond 448 * scale so the clamp is exercised); both must equal attention over the dequantized cache."""
     gen = torch.Generator().manual_seed(seed)
@@ -62,6 +63,9 @@ def fp8_step(backend_cls, query_lens, seq_lens, hq=4, hkv=2, d=32, block_size=16
     backend = backend_cls(device, dtype)
     if min_split_tokens is not None:
         backend.min_split_tokens = min_split_tokens
+    if fp8_as_f16 is not None:   # the triton backend's choice of dot dtype for e4m3 tiles (default: fp16)
+        backend.fp8_decode_config = replace(backend.fp8_decode_config, fp8_as_f16=fp8_as_f16)
+        backend.fp8_prefill_config = replace(backend.fp8_prefill_config, fp8_as_f16=fp8_as_f16)
     got, _ = run(backend, got_cache, k, v)
     assert got_cache.dtype == FP8_KV_DTYPE
     differ = (got_cache.view(torch.uint8) != ref_cache.view(torch.uint8)).float().mean().item()
@@ -102,7 +106,9 @@ CPU_CASES = [   # (query_lens, seq_lens, kwargs): decode with and without splits
     ([1, 1], [70, 100], dict(hq=8, hkv=2, min_split_tokens=16, sliding_window=50)),
     ([1, 19, 23, 6], [50, 45, 23, 38], dict(hq=8, hkv=2, block_size=32, seed=1)),
     ([1, 12], [90, 70], dict(hq=4, hkv=4, soft_cap=5.0, min_split_tokens=16, seed=2)),
-    ([1, 9], [20, 30], dict(hq=8, hkv=2, dtype=torch.bfloat16, seed=3)),
+    ([1, 9], [20, 30], dict(hq=8, hkv=2, dtype=torch.bfloat16, seed=3)),                      # fp16 dots
+    ([1, 9], [20, 30], dict(hq=8, hkv=2, dtype=torch.bfloat16, seed=3, fp8_as_f16=False)),    # tiles -> q dtype
+    ([1, 1, 7], [33, 64, 40], dict(hq=4, hkv=2, dtype=torch.float16, min_split_tokens=16, seed=5)),
     ([1, 5], [21, 37], dict(hq=2, hkv=1, d=80, seed=4)),
 ]
 
@@ -134,11 +140,11 @@ def test_triton_fp8_matches_torch_under_interpreter():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not (ON_GPU and HAS_TRITON), reason="needs a CUDA GPU and triton")
-@pytest.mark.parametrize("window", [None, 1000])
-def test_gpu_fp8_qwen3_shape(window):
+@pytest.mark.parametrize("window,f16", [(None, True), (1000, True), (None, False)])
+def test_gpu_fp8_qwen3_shape(window, f16):
     from ember.attention.triton_backend import TritonAttentionBackend
 
-    kw = dict(hq=32, hkv=8, d=128, dtype=torch.bfloat16, sliding_window=window, device="cuda")
+    kw = dict(hq=32, hkv=8, d=128, dtype=torch.bfloat16, sliding_window=window, device="cuda", fp8_as_f16=f16)
     fp8_step(TritonAttentionBackend, [1] * 6, [1, 17, 300, 1024, 2500, 4097], seed=6, **kw)
     fp8_step(TritonAttentionBackend, [1, 300, 1, 77], [3000, 800, 12, 77], seed=7, **kw)
 

@@ -98,7 +98,7 @@ def test_decode_only(hq, hkv, block_size, window, cap, split):
 
 def test_decode_splits_happen():
     tri = compare_step([1], [100], min_split_tokens=16)
-    assert tri._num_splits(_Meta(100), None, 1, programs=1) > 1
+    assert tri._num_splits(_Meta(100), None, 1, programs=1, per_sm=tri.decode_config.programs_per_sm) > 1
 
 
 @pytest.mark.parametrize("hq,hkv,block_size,window,cap", [

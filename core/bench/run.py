@@ -94,8 +94,9 @@ def run_hf(args, requests: list[datasets.BenchRequest]) -> dict[str, Any]:
         raise ValueError("--engine hf needs --random-weights (the baseline builds the same config at random)")
     model = build_hf_model(load_bench_config(args.model), dtype, device, seed=args.seed)
     n = args.hf_num_requests or (args.batch_size if args.command_kind == "latency" else min(len(requests), 32))
-    out_len = args.hf_output_len or requests[0].output_len
-    small = [datasets.BenchRequest(r.prompt_ids, out_len) for r in requests[:n]]
+    cap = args.hf_output_len   # HF decodes a static batch to its longest output: cap that on long-tail datasets
+    small = [datasets.BenchRequest(r.prompt_ids, min(r.output_len, cap) if cap else r.output_len)
+             for r in requests[:n]]
     hf_generate(model, small[:1], 1, device) if args.warmup else None
     res = hf_generate(model, small, args.hf_batch_size or n, device)
     del model

@@ -69,7 +69,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="hf: also run transformers generate (same process, same config) and print the ratio")
     p.add_argument("--hf-num-requests", type=int, default=None, help="requests for the hf baseline "
                    "(default: the batch size / min(32, num-requests))")
-    p.add_argument("--hf-output-len", type=int, default=None, help="new tokens per hf request (default: same)")
+    p.add_argument("--hf-output-len", type=int, default=None, help="cap on new tokens per hf request (default: each request's own output length)")
     p.add_argument("--hf-batch-size", type=int, default=None, help="hf generate batch (default: all at once)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))

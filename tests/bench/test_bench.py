@@ -194,3 +194,18 @@ def test_cli_kv_cache_dtype_and_async_scheduling_reach_the_engine(tiny_config):
                    "--device", "cpu"])
     engine, _ = build_ember(args, datasets.synthetic(1, 4, 2, 300))
     assert not engine.async_scheduling and engine.runner.kv_caches[0].dtype == torch.float32   # CPU defaults
+
+
+def test_hf_baseline_pads_prompts_and_counts_requested_tokens(tiny_config):
+    """Varied lengths: HF runs one left-padded static batch to the longest output; throughput counts the tokens
+    each request asked for (capped by --hf-output-len), not the padding rows' extra steps."""
+    from ember.bench.hf_baseline import build_hf_model, hf_generate
+    from ember.bench.model import load_bench_config
+    from ember.bench.run import run_hf
+
+    reqs = [datasets.BenchRequest([5, 6, 7], 2), datasets.BenchRequest([8] * 9, 5), datasets.BenchRequest([9], 1)]
+    model = build_hf_model(load_bench_config(tiny_config), torch.float32, torch.device("cpu"))
+    assert hf_generate(model, reqs, 3, torch.device("cpu"))["output_tokens"] == 8
+    args = _parse(["bench", "throughput", "--model", tiny_config, "--random-weights", "--dtype", "float32",
+                   "--device", "cpu", "--engine", "hf", "--hf-output-len", "3", "--warmup", "0"])
+    assert run_hf(args, reqs)["output_tokens"] == 2 + 3 + 1

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ember.quantization.numerics import fp8, int4, int8, nvfp4
+from ember.quantization.numerics import fp8, int4, int8, nvfp4, w4a8
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,30 @@ class W4A16AWQ(Format):
         return int4.dequantize(t["weight"], t["weight_scale"])
 
 
+class W4A8AWQ(Format):
+    """INT4 group-wise weights run as FP8 (ModelOpt `w4a8_awq`): `weight` / `weight_scale` as W4A16_AWQ, plus the FP8
+    per-tensor `weight_scale_2` the INT4-dequantized weight is re-quantized with; static FP8 activations after
+    `pre_quant_scale`. Not a W4A16AWQ subclass: a W4A16 kernel must not pick it up."""
+
+    quant_algo, weight_bits = "W4A8_AWQ", 4
+    specs = {"weight": Spec(torch.uint8, "rows2"), "weight_scale": Spec(torch.float32, "rows", "k/group"),
+             "weight_scale_2": Spec(torch.float32, "scalar"), "input_scale": Spec(torch.float32, "scalar"),
+             "pre_quant_scale": Spec(torch.float32, "shared", optional=True)}
+
+    def weight(self, t, shard_rows):
+        w_int4 = int4.dequantize(t["weight"], t["weight_scale"])                      # [N, K]
+        return w4a8.fp8_stage(w_int4, _per_row(t["weight_scale_2"], shard_rows))
+
+    def act(self, x, t):
+        return _fake_fp8(super().act(x, t), t["input_scale"].max().float())
+
+    def finalize(self, t, shard_rows):
+        # One FP8 weight scale per fused module, as TensorRT-LLM requires (and ModelOpt's export already gives the
+        # shards): the INT4 codes and group scales stay, only the FP8 re-rounding of w / weight_scale_2 moves.
+        t["weight_scale_2"].fill_(t["weight_scale_2"].max())
+        super().finalize(t, shard_rows)
+
+
 class NVFP4(Format):
     """W4A4 NVFP4: E2M1 weights, E4M3 block-16 scales, fp32 global scale; activations fake-quantized alike."""
 
@@ -175,8 +199,8 @@ class NVFP4AWQ(NVFP4):
     specs = {**NVFP4.specs, "pre_quant_scale": Spec(torch.float32, "shared", optional=True)}
 
 
-FORMATS: dict[str, type[Format]] = {f.quant_algo: f for f in (FP8, FP8RowWise, W8A16, W8A8SQ, W4A16AWQ, NVFP4,
-                                                              NVFP4AWQ)}
+FORMATS: dict[str, type[Format]] = {f.quant_algo: f for f in (FP8, FP8RowWise, W8A16, W8A8SQ, W4A16AWQ, W4A8AWQ,
+                                                              NVFP4, NVFP4AWQ)}
 
 
 def get_format(quant_algo: str, group_size: int | None = None) -> Format:

@@ -21,6 +21,7 @@ RECIPES = {
     "int8-wo": "ember.quantization.recipes.int8:Int8WeightOnlyRecipe",
     "int8-sq": "ember.quantization.recipes.int8:SmoothQuantRecipe",
     "int4-awq": "ember.quantization.recipes.awq:Int4AWQRecipe",
+    "w4a8-awq": "ember.quantization.recipes.awq:W4A8AWQRecipe",
     "gptq": "ember.quantization.recipes.gptq:GPTQRecipe",
     "nvfp4": "ember.quantization.recipes.nvfp4:NVFP4Recipe",
     "nvfp4-awq": "ember.quantization.recipes.awq:NVFP4AWQRecipe",

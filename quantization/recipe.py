@@ -33,6 +33,13 @@ class RecipeConfig:
     kv_cache: str | None = None          # "fp8": also write k_scale / v_scale
 
 
+@dataclass(frozen=True)
+class GroupedConfig(RecipeConfig):
+    """A recipe with group-wise weight scales: `group_size` overrides the recipe's default (`Recipe.group_size`)."""
+
+    group_size: int = 0                  # 0: the recipe's default (64 suits SmolLM2's 576, which 128 does not divide)
+
+
 @dataclass
 class LayerStats:
     """Calibration statistics of one linear's input x [tokens, K] (see ember.quantization.calibrate)."""
@@ -41,23 +48,44 @@ class LayerStats:
     channel_amax: torch.Tensor           # [K] max |x| per input channel
     channel_mean: torch.Tensor           # [K] mean |x| per input channel
     sample: torch.Tensor | None = None   # [S, K] a random subset of input rows (for search-based recipes)
+    hessian: torch.Tensor | None = None  # [K, K] fp32 H = 2/n sum x^T x over every calibration token (GPTQ)
 
 
 class Recipe:
-    """Base class. Subclasses set `name`, `quant_algo`, optionally `group_size`, `needs_sample`, `config_cls`,
-    and implement `quantize_layer`."""
+    """Base class. Subclasses set `name`, `quant_algo`, optionally `group_size` (+ `group_sizes`),
+    `needs_sample` / `needs_hessian`, `config_cls`, and implement `quantize_layer`."""
 
     name: ClassVar[str] = ""
     quant_algo: ClassVar[str] = ""
     group_size: ClassVar[int | None] = None
+    group_sizes: ClassVar[tuple[int, ...] | None] = None  # the only valid `group_size` values (None: any that fits)
     needs_calibration: ClassVar[bool] = True   # False: weights only, no forward passes over calibration data
     needs_sample: ClassVar[bool] = False       # keep a sample of input rows per layer (AWQ-style searches)
+    needs_hessian: ClassVar[bool] = False      # accumulate H = 2/n sum x^T x per layer over every calibration token
     config_cls: ClassVar[type[RecipeConfig]] = RecipeConfig
     description: ClassVar[str] = ""
 
     def __init__(self, config: RecipeConfig | None = None) -> None:
         self.config = config or self.config_cls()
+        g = getattr(self.config, "group_size", 0)
+        if g:
+            self.group_size = self._checked_group_size(g)
         self.format: Format = get_format(self.quant_algo, self.group_size)
+
+    def _checked_group_size(self, g: int) -> int:
+        if not self.group_size:
+            raise RecipeError(f"recipe {self.name!r} has no weight groups; drop the group_size option")
+        if g < 0 or (self.group_sizes is not None and g not in self.group_sizes):
+            valid = ", ".join(map(str, self.group_sizes)) if self.group_sizes else "a positive integer"
+            raise RecipeError(f"recipe {self.name!r}: group_size {g} is not valid ({valid}); leave it unset for "
+                              f"the default {self.group_size}")
+        return g
+
+    @property
+    def sequential(self) -> bool:
+        """Calibrate decoder layer by layer, each layer fed the outputs of the already quantized layers before it
+        (GPTQ); recipes opt in with a `sequential` config field."""
+        return bool(getattr(self.config, "sequential", False))
 
     @classmethod
     def parse_options(cls, pairs: list[str]) -> dict[str, Any]:
@@ -128,4 +156,5 @@ def fail_on_nonfinite(name: str, tensors: dict[str, torch.Tensor]) -> None:
             raise RecipeError(f"layer {name}: {key} holds NaN; nothing was written")
 
 
-__all__ = ["Recipe", "RecipeConfig", "LayerStats", "RecipeError", "get_recipe", "recipe_names", "field"]
+__all__ = ["Recipe", "RecipeConfig", "GroupedConfig", "LayerStats", "RecipeError", "get_recipe", "recipe_names",
+           "field"]

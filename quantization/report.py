@@ -21,6 +21,11 @@ def layer_error(name: str, ckpt_names: str, w: torch.Tensor, fmt: Format, tensor
     return {"layer": name, "checkpoint_names": ckpt_names, "shape": list(w.shape), "rel_weight_error": rel}
 
 
+def peak_label(device: str) -> str:
+    """What `peak_memory_mb` measured on that device (workbench.peak_memory_mb)."""
+    return "process RSS" if device == "cpu" else "GPU memory allocated"
+
+
 def _mb(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
@@ -34,11 +39,16 @@ def write_report(output: Path, r: dict[str, Any]) -> None:
         lines.append(f"| perplexity ({r['eval']['dataset']}, {r['eval']['windows']} x {r['eval']['seq_len']} "
                      f"tokens) | {r['ppl_before']:.3f} | {r['ppl_after']:.3f} |")
     lines += [f"| size on disk (safetensors) | {_mb(r['size_before_bytes'])} | {_mb(r['size_after_bytes'])} |",
-              f"| weights in {r['device']} memory (fp32 load; excl. CPU dequant cache) | "
-              f"{_mb(r['weights_memory_before_bytes'])} | {_mb(r['weights_memory_after_bytes'])} |", "",
+              f"| weights in memory (parameter bytes, fp32 load; excl. CPU dequant cache) | "
+              f"{_mb(r['weights_memory_before_bytes'])} | {_mb(r['weights_memory_after_bytes'])} |"]
+    if "gpu_memory_allocated_before_bytes" in r:
+        lines += [f"| GPU memory allocated, model loaded (torch.cuda.memory_allocated) | "
+                  f"{_mb(r['gpu_memory_allocated_before_bytes'])} | {_mb(r['gpu_memory_allocated_after_bytes'])} |",
+                  f"| peak GPU memory allocated (whole run) | | {_mb(r['gpu_memory_peak_bytes'])} |"]
+    lines += ["",
               f"calibration: {r['calib']} ({r['calib_size']} x {r['calib_seq_len']} tokens), "
               f"{r['calibration_s']:.1f} s; quantize {r['quantize_s']:.1f} s; export {r['export_s']:.1f} s; "
-              f"peak memory {r['peak_memory_mb']:.0f} MiB ({r['device']}); KV cache: {r['kv_cache'] or 'model dtype'}",
+              f"peak {peak_label(r['device'])} {r['peak_memory_mb']:.0f} MiB; KV cache: {r['kv_cache'] or 'model dtype'}",
               "", "## Per-layer weight error", "",
               png if png.endswith(".png") else f"_{png}_", "",
               "| layer | checkpoint names | shape | rel. weight error |", "|---|---|---|---|"]

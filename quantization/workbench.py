@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import resource
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +59,16 @@ def param_bytes(model: torch.nn.Module) -> int:
 
 def peak_memory_mb(device: str) -> float:
     if device.startswith("cuda") and torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
+        return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def cuda_allocated(device: str) -> int | None:
+    """Bytes of live tensors on the CUDA `device` (torch.cuda.memory_allocated); None off CUDA."""
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        return None
+    torch.cuda.synchronize(device)
+    return torch.cuda.memory_allocated(device)
 
 
 def quantize(model: str | Path, method: str, output: str | Path, options: QuantizeOptions | None = None
@@ -72,7 +80,7 @@ def quantize(model: str | Path, method: str, output: str | Path, options: Quanti
     from ember.evaluation import perplexity
     from ember.loader.build import load_model
     from ember.loader.resolve import resolve_model
-    from ember.quantization.calibrate import calibrate
+    from ember.quantization.calibrate import calibrate, calibrate_sequential, decoder_layers
     from ember.quantization.datasets import calibration_batches, load_texts
     from ember.quantization.export import OutputExistsError, build_state_dict, quant_metadata, write_checkpoint
     from ember.quantization.report import layer_error, write_report
@@ -89,7 +97,11 @@ def quantize(model: str | Path, method: str, output: str | Path, options: Quanti
     t0 = time.perf_counter()
     src = resolve_model(str(model))
     bar = tqdm(total=1, desc="load", disable=not o.progress)
+    if cuda_allocated(o.device) is not None:
+        torch.cuda.reset_peak_memory_stats(o.device)
+    base = cuda_allocated(o.device)
     fp_model = load_model(src, torch.float32, o.device)
+    gpu_before = None if base is None else cuda_allocated(o.device) - base
     tokenizer = AutoTokenizer.from_pretrained(str(src))
     bar.update(1), bar.close()
     if getattr(fp_model, "quant_config", None):
@@ -106,32 +118,58 @@ def quantize(model: str | Path, method: str, output: str | Path, options: Quanti
     if o.eval_dataset:
         report["ppl_before"] = perplexity(fp_model, o.eval_dataset, tokenizer, **ppl_kwargs).ppl
 
-    stats, kv = {}, {}
-    t1 = time.perf_counter()
-    if recipe.needs_calibration or o.kv_cache:
-        batches = calibration_batches(tokenizer, o.calib, o.calib_size, o.calib_seq_len)
-        with tqdm(total=len(batches), desc="calibrate", unit="seq", disable=not o.progress) as cbar:
-            stats, kv = calibrate(fp_model, targets if recipe.needs_calibration else {}, batches, o.batch_size,
-                                  keep_rows=recipe.config.sample_rows if recipe.needs_sample else 0,
-                                  kv_cache=bool(o.kv_cache), progress=cbar.update)
-    report["calibration_s"] = time.perf_counter() - t1
+    quantized: dict[str, dict[str, torch.Tensor]] = {}
+    errors: dict[str, dict[str, Any]] = {}
+    spent = {"quantize": 0.0}
+    ckpt_names = {n: ", ".join(checkpoint_names(fp_model, n)) for n in targets}
 
-    quantized, errors = {}, []
-    for name, module in tqdm(targets.items(), desc="quantize", unit="layer", disable=not o.progress):
+    def quantize_one(name: str, st: LayerStats | None) -> dict[str, torch.Tensor]:
+        t = time.perf_counter()
+        module = targets[name]
         w = module.weight.data.float()
         sizes = getattr(module, "output_sizes", [module.out_features])
-        st = stats.get(name)
         if recipe.needs_calibration and st is None:
             raise RecipeError(f"layer {name} saw no calibration data (is it reachable in forward?)")
         if st is not None:
             fail_on_nonfinite(name, {"activation amax": st.channel_amax})
-            st = LayerStats(*(t.to(w.device) if t is not None else None for t in
-                              (st.amax, st.channel_amax, st.channel_mean, st.sample)))  # calibrated on CPU or GPU
+            st = LayerStats(**{f.name: None if getattr(st, f.name) is None else getattr(st, f.name).to(w.device)
+                               for f in fields(LayerStats)})  # calibrated on CPU or GPU
         tensors = recipe.quantize_layer(name, w, st, sizes)
         fail_on_nonfinite(name, tensors)
         quantized[name] = {k: v.detach() for k, v in tensors.items()}
-        errors.append(layer_error(name, ", ".join(checkpoint_names(fp_model, name)), w, recipe.format,
-                                  quantized[name], sizes))
+        errors[name] = layer_error(name, ckpt_names[name], w, recipe.format, quantized[name], sizes)
+        spent["quantize"] += time.perf_counter() - t
+        return quantized[name]
+
+    def quantize_dense(name: str, st: LayerStats) -> torch.Tensor:
+        """Quantize one linear; the dense weight [N, K] the runtime will compute with (for sequential recipes)."""
+        t = {k: v.clone() for k, v in quantize_one(name, st).items()}
+        sizes = getattr(targets[name], "output_sizes", [targets[name].out_features])
+        recipe.format.finalize(t, sizes)
+        w = recipe.format.weight(t, sizes)
+        return w * t["pre_quant_scale"].float()[None, :] if "pre_quant_scale" in t else w
+
+    stats, kv = {}, {}
+    t1 = time.perf_counter()
+    if recipe.needs_calibration or o.kv_cache:
+        batches = calibration_batches(tokenizer, o.calib, o.calib_size, o.calib_seq_len)
+        keep_rows = recipe.config.sample_rows if recipe.needs_sample else 0
+        if recipe.needs_calibration and recipe.sequential:
+            layers = len(decoder_layers(fp_model, targets))
+            with tqdm(total=layers, desc=f"{recipe.name} (sequential)", unit="layer", disable=not o.progress) as lbar:
+                kv = calibrate_sequential(fp_model, targets, batches, o.batch_size, quantize_dense, keep_rows,
+                                          recipe.needs_hessian, bool(o.kv_cache), progress=lbar.update)
+        else:
+            with tqdm(total=len(batches), desc="calibrate", unit="seq", disable=not o.progress) as cbar:
+                stats, kv = calibrate(fp_model, targets if recipe.needs_calibration else {}, batches,
+                                      o.batch_size, keep_rows=keep_rows, kv_cache=bool(o.kv_cache),
+                                      progress=cbar.update, hessian=recipe.needs_hessian)
+    report["calibration_s"] = time.perf_counter() - t1 - spent["quantize"]
+
+    for name in tqdm([n for n in targets if n not in quantized], desc="quantize", unit="layer",
+                     disable=not o.progress or len(quantized) == len(targets)):
+        quantize_one(name, stats.get(name))
+    errors_in_order = [errors[n] for n in targets]
     report["quantize_s"] = time.perf_counter() - t1 - report["calibration_s"]
 
     kv_scales = {}
@@ -161,12 +199,19 @@ def quantize(model: str | Path, method: str, output: str | Path, options: Quanti
         ebar.update(1)
     report["export_s"] = time.perf_counter() - t2
     report.update(size_before_bytes=dir_size(Path(src)), size_after_bytes=dir_size(output),
-                  layers=errors, peak_memory_mb=peak_memory_mb(o.device), output=str(output))
+                  layers=errors_in_order, peak_memory_mb=peak_memory_mb(o.device), output=str(output))
+    # parameter bytes everywhere (on CPU the fallback also caches each dequantized weight: QuantLinear._dense)
     report["weights_memory_before_bytes"] = param_bytes(fp_model)
-    del fp_model
+    targets.clear()  # free the fp32 model (and what was exported) before the reload
+    quantized.clear()
+    del fp_model, state, stats
+    base = cuda_allocated(o.device)
     qmodel = load_model(output, torch.float32, o.device)
-    # parameters only: on CPU the fallback also caches each dequantized weight (QuantLinear._dense)
     report["weights_memory_after_bytes"] = param_bytes(qmodel)
+    if base is not None:  # measured: everything the loaded model holds on the GPU (parameters, buffers, caches)
+        report.update(gpu_memory_allocated_before_bytes=gpu_before,
+                      gpu_memory_allocated_after_bytes=cuda_allocated(o.device) - base,
+                      gpu_memory_peak_bytes=torch.cuda.max_memory_allocated(o.device))
     if o.eval_dataset:
         report["ppl_after"] = perplexity(qmodel, o.eval_dataset, tokenizer, **ppl_kwargs).ppl
         report["eval"] = {"dataset": o.eval_dataset, "windows": o.eval_windows, "seq_len": o.eval_seq_len}

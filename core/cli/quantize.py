@@ -65,6 +65,8 @@ def print_summary(r: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from ember.quantization.report import peak_label
+
     t = Table(title=f"{r['model']} -> {r['method']} ({r['quant_algo']})")
     t.add_column("")
     t.add_column("before", justify="right")
@@ -72,11 +74,14 @@ def print_summary(r: dict) -> None:
     if "ppl_before" in r:
         t.add_row(f"perplexity ({r['eval']['dataset']})", f"{r['ppl_before']:.3f}", f"{r['ppl_after']:.3f}")
     t.add_row("size on disk", f"{r['size_before_bytes'] / 2**20:.1f} MiB", f"{r['size_after_bytes'] / 2**20:.1f} MiB")
-    t.add_row(f"weights in {r['device']} memory", f"{r['weights_memory_before_bytes'] / 2**20:.1f} MiB",
+    t.add_row("weights in memory (parameter bytes)", f"{r['weights_memory_before_bytes'] / 2**20:.1f} MiB",
               f"{r['weights_memory_after_bytes'] / 2**20:.1f} MiB")
+    if "gpu_memory_allocated_before_bytes" in r:
+        t.add_row("GPU memory allocated", f"{r['gpu_memory_allocated_before_bytes'] / 2**20:.1f} MiB",
+                  f"{r['gpu_memory_allocated_after_bytes'] / 2**20:.1f} MiB")
     worst = max(r["layers"], key=lambda e: e["rel_weight_error"])
     t.add_row("worst layer weight error", "", f"{worst['rel_weight_error']:.4f} ({worst['layer']})")
     t.add_row("calibration / total time", "", f"{r['calibration_s']:.1f} s / {r['total_s']:.1f} s")
-    t.add_row("peak memory", "", f"{r['peak_memory_mb']:.0f} MiB")
+    t.add_row(f"peak {peak_label(r['device'])}", "", f"{r['peak_memory_mb']:.0f} MiB")
     Console().print(t)
     print(f"wrote {r['output']} (report.md, report.json)")

@@ -1,17 +1,17 @@
 """GPTQ (Frantar et al., 2022), pure torch: `gptq` (W4A16, group 128), stored exactly as `int4-awq` stores its
 weights (`W4A16_AWQ`: int4 -8..7 packed two output rows a byte, symmetric fp32 group scales = group amax / 7).
 
-Per linear (ember's fused q/k/v and gate/up share one input, so one Hessian serves the fused module):
-H = 2 X^T X / n over calibration input rows, dampened by `percdamp` * mean(diag H); dead input channels
-(diag 0) get H_ii = 1 and a zero weight column. With U = chol(H^-1) upper, columns are quantized left to right
-in blocks of `block_size`, each column's error (w - q) / U_ii pushed onto the not yet quantized columns, and the
-block's accumulated error onto the columns after the block. Group scales are taken, when a group starts, from
-the error-updated weights (the reference implementation); with `act_order` (columns in order of decreasing
-H_ii) the scales are fixed from the original weights first (GPTQ's static groups), since the stored groups are
-contiguous in K.
-
-H is estimated from the calibration row sample that ember's calibration keeps per layer (`sample_rows`
-rows, as AWQ's search uses), not from every calibration token. `pre_quant_scale` is written as ones.
+Calibration is sequential (`sequential=true`, the default, as the paper, ModelOpt and llm-compressor do it): decoder
+layer i is quantized on the outputs of the already quantized layers 0..i-1, and inside a layer each linear sees the
+already quantized linears before it (ember.quantization.calibrate.calibrate_sequential). Per linear (ember's fused
+q/k/v and gate/up share one input, so one Hessian serves the fused module): H = 2/n sum x^T x over every
+calibration token, dampened by `percdamp` * mean(diag H); dead input channels (diag 0) get H_ii = 1 and a zero
+weight column. With U = chol(H^-1) upper, columns are quantized left to right in blocks of `block_size`, each
+column's error (w - q) / U_ii pushed onto the not yet quantized columns, and the block's accumulated error onto the
+columns after the block. Group scales are taken, when a group starts, from the error-updated weights (the reference
+implementation); with `act_order` (columns in order of decreasing H_ii) the scales are fixed from the original
+weights first (GPTQ's static groups), since the stored groups are contiguous in K. `pre_quant_scale` is written as
+ones.
 """
 
 from __future__ import annotations
@@ -21,22 +21,15 @@ from dataclasses import dataclass
 import torch
 
 from ember.quantization.numerics import int4
-from ember.quantization.recipe import LayerStats, Recipe, RecipeConfig, RecipeError
+from ember.quantization.recipe import GroupedConfig, LayerStats, Recipe, RecipeError
 
 
 @dataclass(frozen=True)
-class GPTQConfig(RecipeConfig):
-    sample_rows: int = 4096   # calibration input rows per layer that H = 2 X^T X is accumulated over
-    group_size: int = 0       # 0: 128 (e.g. 64 for hidden sizes 128 does not divide: SmolLM2's 576)
+class GPTQConfig(GroupedConfig):
     block_size: int = 128     # columns per lazy-update block (rounded up to a multiple of the group size)
     percdamp: float = 0.01    # dampening: percdamp * mean(diag H) added to the diagonal
-    act_order: bool = False   # quantize columns in order of decreasing H_ii (static group scales)
-
-
-def hessian(x: torch.Tensor) -> torch.Tensor:
-    """x [S, K] -> H = 2 X^T X / S, [K, K] fp32."""
-    x = x.float()
-    return 2.0 * (x.T @ x) / max(x.shape[0], 1)
+    act_order: bool = True    # quantize columns in order of decreasing H_ii (static group scales)
+    sequential: bool = True   # False: every H from the full-precision model's inputs, in one pass
 
 
 def _group_scale(w: torch.Tensor) -> torch.Tensor:
@@ -106,22 +99,16 @@ def gptq_quantize(weight: torch.Tensor, h: torch.Tensor, group_size: int = 128, 
 
 class GPTQRecipe(Recipe):
     name, quant_algo, group_size = "gptq", "W4A16_AWQ", 128
-    needs_sample = True
+    needs_hessian = True
     config_cls = GPTQConfig
-    description = "INT4 group-128 weights by GPTQ (Hessian error compensation), fp activations (W4A16)"
-
-    def __init__(self, config: GPTQConfig | None = None) -> None:
-        config = config or GPTQConfig()
-        if config.group_size:
-            self.group_size = config.group_size
-        super().__init__(config)
+    description = "INT4 group-128 weights by GPTQ (sequential, Hessian error compensation), fp activations (W4A16)"
 
     def quantize_layer(self, name: str, weight: torch.Tensor, stats: LayerStats | None,
                        shard_rows: list[int]) -> dict[str, torch.Tensor]:
-        if stats is None or stats.sample is None or stats.sample.shape[0] == 0:
-            raise RecipeError(f"layer {name}: GPTQ needs calibration input rows and got none")
+        if stats is None or stats.hessian is None:
+            raise RecipeError(f"layer {name}: GPTQ needs the calibration Hessian of the layer's inputs and got none")
         c = self.config
-        q, scale = gptq_quantize(weight, hessian(stats.sample.to(weight.device)), self.group_size, c.block_size,
+        q, scale = gptq_quantize(weight, stats.hessian.to(weight.device), self.group_size, c.block_size,
                                  c.percdamp, c.act_order)
         return {"weight": int4.pack(q), "weight_scale": scale,
                 "pre_quant_scale": torch.ones(weight.shape[1], dtype=torch.float32, device=weight.device)}

@@ -134,8 +134,8 @@ def test_unsupported_checkpoint_format_is_named(tiny_q_dir, tmp_path):
 
     from ember.loader.build import load_model
 
-    src = tmp_path / "w4a8"
+    src = tmp_path / "w4a8-nvfp4"
     shutil.copytree(tiny_q_dir, src)
-    (src / "hf_quant_config.json").write_text(json.dumps({"quantization": {"quant_algo": "W4A8_AWQ"}}))
-    with pytest.raises(ValueError, match="'W4A8_AWQ' is not supported.*FP8"):
+    (src / "hf_quant_config.json").write_text(json.dumps({"quantization": {"quant_algo": "W4A8_NVFP4_FP8"}}))
+    with pytest.raises(ValueError, match="'W4A8_NVFP4_FP8' is not supported.*FP8"):
         load_model(src, torch.float32, "cpu")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 
 import torch
@@ -18,9 +17,6 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError("the 'triton' attention backend needs the triton package: pip install triton") from exc
 
 MAX_HEAD_DIM = 256
-# Fresh prompts averaging at least this many tokens go to SDPA (one launch per sequence; shorter ones stay on
-# one Triton launch for the whole step). EMBER_FRESH_PREFILL_SDPA=0 keeps every prefill on Triton (A/B).
-FRESH_PREFILL_MIN_TOKENS_PER_SEQ = 512
 
 
 @dataclass(frozen=True)
@@ -61,7 +57,6 @@ class TritonAttentionBackend(AttentionBackend):
 
     def __init__(self, device: torch.device, dtype: torch.dtype) -> None:
         super().__init__(device, dtype)
-        self.fresh_prefill_sdpa = os.environ.get("EMBER_FRESH_PREFILL_SDPA", "1") != "0"
         on_gpu = self.device.type == "cuda"
         self.num_sms = torch.cuda.get_device_properties(self.device).multi_processor_count if on_gpu else 4
         # Why: fewer keys per split and the reduce pass costs more than the parallelism wins. H100, Qwen3-8B shape,
@@ -100,21 +95,6 @@ class TritonAttentionBackend(AttentionBackend):
             num_warps=1)
 
     # -- attention ---------------------------------------------------------------------------------------------
-    def _fresh_long_prefill(self, layer: AttentionLayerSpec, q: torch.Tensor, meta: AttentionMetadata) -> bool:
-        """Prompts with no cached prefix, long enough that a per-sequence SDPA call is cheap to launch, on CUDA in
-        16-bit: the step's own k/v are all the keys, and SDPA's flash kernel beats this paged kernel there (H100,
-        Qwen3-8B heads, 8 x 2048: SDPA 538.7 us vs 961.5 us, FlexAttention 798.8; benchmarks/attention_bench.py).
-        Windows and soft caps stay on the Triton kernel (SDPA has neither); so do fp8 caches (attention must see
-        the cached e4m3 values, as the reference and the decode steps do)."""
-        if not (self.fresh_prefill_sdpa and q.is_cuda and q.dtype in (torch.bfloat16, torch.float16)
-                and layer.sliding_window is None and layer.logits_soft_cap is None
-                and not torch.cuda.is_current_stream_capturing()):
-            return False
-        lens = meta.query_lens_cpu
-        return (meta.max_query_len > 1 and lens == meta.seq_lens_cpu
-                and sum(lens) >= FRESH_PREFILL_MIN_TOKENS_PER_SEQ * len(lens))
-
-    # -- attention ---------------------------------------------------------------------------------------------
     def forward(self, layer: AttentionLayerSpec, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 kv_cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         hq, hkv, d = layer.num_heads, layer.num_kv_heads, layer.head_dim
@@ -126,8 +106,6 @@ class TritonAttentionBackend(AttentionBackend):
             raise ValueError(f"layer {layer.layer_idx}: k_scale / v_scale live on {k_scale.device}, the fp8 KV cache "
                              f"on {kv_cache.device}: call Attention.kv_scales_to_(device) (the ModelRunner does)")
         self.write_kv(kv_cache, k, v, meta.slot_mapping, k_scale, v_scale)
-        if not fp8 and self._fresh_long_prefill(layer, q, meta):
-            return _sdpa_prefill(layer, q, k, v, meta)
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         if q.shape[0] == 0:
             return out
@@ -207,17 +185,3 @@ def _check_supported(q: torch.Tensor, kv_cache: torch.Tensor, hq: int, hkv: int,
         raise ValueError("the triton attention backend needs a contiguous kv_cache [2, blocks, block_size, Hkv, D]")
     if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise ValueError(f"the triton attention backend supports fp16/bf16/fp32 queries, got {q.dtype}")
-
-
-def _sdpa_prefill(layer: AttentionLayerSpec, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                  meta: AttentionMetadata) -> torch.Tensor:
-    """Causal attention of each fresh prompt over its own k/v: q [T, Hq, D], k/v [T, Hkv, D] -> [T, Hq, D]."""
-    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    start = 0
-    for n in meta.query_lens_cpu:
-        qs, ks, vs = (t[start:start + n].transpose(0, 1).unsqueeze(0) for t in (q, k, v))   # [1, H, n, D]
-        o = torch.nn.functional.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=layer.scale,
-                                                             enable_gqa=layer.num_heads != layer.num_kv_heads)
-        out[start:start + n] = o[0].transpose(0, 1)
-        start += n
-    return out

@@ -155,36 +155,6 @@ def test_gpu_gemma_head_dim_soft_cap():
                  sliding_window=512, seed=8)
 
 
-def test_sdpa_fresh_prefill_matches_reference():
-    """The route for long fresh prompts (CUDA, 16-bit) is plain causal SDPA over the step's own k/v: on CPU in fp32
-    it equals the paged torch reference, GQA included."""
-    from ember.attention.triton_backend import _sdpa_prefill
-
-    gen = torch.Generator().manual_seed(9)
-    lens, hq, hkv, d = [7, 12], 8, 2, 16
-    q, k, v = (torch.randn(sum(lens), h, d, generator=gen) for h in (hq, hkv, hkv))
-    layer = Attention(0, hq, hkv, d, scale=d ** -0.5)
-    ref = TorchAttentionBackend(torch.device("cpu"), torch.float32)
-    cache = torch.zeros(2, 4, 16, hkv, d)
-    want = ref.forward(layer, q, k, v, cache, build_metadata(ref, [cache], 16, lens, lens, [[0], [2, 3]], "cpu"))
-    got = _sdpa_prefill(layer, q, k, v, build_metadata(ref, [cache], 16, lens, lens, [[0], [2, 3]], "cpu"))
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not ON_GPU, reason="needs a CUDA GPU")
-def test_gpu_long_fresh_prefill_goes_to_sdpa(monkeypatch):
-    from ember.attention import triton_backend
-
-    calls = []
-    real = triton_backend._sdpa_prefill
-    monkeypatch.setattr(triton_backend, "_sdpa_prefill", lambda *a: calls.append(1) or real(*a))
-    compare_step([600, 900], [600, 900], hq=32, hkv=8, d=128, dtype=torch.bfloat16, seed=10)
-    assert calls                                                       # routed, and == the paged reference
-    compare_step([600, 900], [700, 900], hq=32, hkv=8, d=128, dtype=torch.bfloat16, seed=11)   # cached prefix
-    assert len(calls) == 1
-
-
 class _Meta:
     def __init__(self, seq_len):
         self.max_seq_len = seq_len

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import resource
 import time
@@ -67,6 +68,7 @@ def cuda_allocated(device: str) -> int | None:
     """Bytes of live tensors on the CUDA `device` (torch.cuda.memory_allocated); None off CUDA."""
     if not device.startswith("cuda") or not torch.cuda.is_available():
         return None
+    gc.collect()   # why: garbage freed later (inside the load being measured) would make the difference too small
     torch.cuda.synchronize(device)
     return torch.cuda.memory_allocated(device)
 

@@ -22,25 +22,29 @@ SHAPES = {"qkv": (6144, 4096), "o_proj": (4096, 4096), "gate_up": (24576, 4096),
 COPIES = 12
 
 
+def measure_shape(name: str, n: int, k: int) -> None:
+    """One table row per M for the [n, k] weight (COPIES distinct copies, so every call reads HBM)."""
+    layers, dense = [], []
+    for _ in range(COPIES):
+        w = torch.randn(n, k, device="cuda") * 0.02
+        layer = QuantLinear(get_format("W4A16_AWQ", 128), k, [n], False, torch.bfloat16, "cuda")
+        layers.append(fill_random_(layer, w))
+        dense.append(w.to(torch.bfloat16))
+    for m in (1, 4, 16, 32, 64, 128, 256):
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        t_bf16 = graph_time_us(lambda i: F.linear(x, dense[i % COPIES]), COPIES)
+        t_tg = graph_time_us(lambda i: tinygemm.linear(x, *layers[i % COPIES].tinygemm, None, None, n), COPIES)
+        cfg = dispatch.lookup("int4", n, k, m)
+        t_tr = graph_time_us(lambda i: dispatch.run("int4", layers[i % COPIES], x, cfg), COPIES)
+        best = min((t_bf16, "bf16"), (t_tg, "tinygemm"), (t_tr, "triton"))[1]
+        print(f"| {name} | {m} | {t_bf16:.1f} | {t_tg:.1f} | {t_tr:.1f} | {best} |", flush=True)
+
+
 def main() -> None:
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; RANDOM weights")
     print("| shape | M | bf16 F.linear us | tinygemm us | triton us | best |\n|---|---|---|---|---|---|")
     for name, (n, k) in SHAPES.items():
-        layers, dense = [], []
-        for _ in range(COPIES):
-            w = torch.randn(n, k, device="cuda") * 0.02
-            layer = QuantLinear(get_format("W4A16_AWQ", 128), k, [n], False, torch.bfloat16, "cuda")
-            layers.append(fill_random_(layer, w))
-            dense.append(w.to(torch.bfloat16))
-        for m in (1, 4, 16, 32, 64, 128, 256):
-            x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-            t_bf16 = graph_time_us(lambda i: F.linear(x, dense[i % COPIES]), COPIES)
-            t_tg = graph_time_us(lambda i: tinygemm.linear(x, *layers[i % COPIES].tinygemm, None, None, n), COPIES)
-            cfg = dispatch.lookup("int4", n, k, m)
-            t_tr = graph_time_us(lambda i: dispatch.run("int4", layers[i % COPIES], x, cfg), COPIES)
-            best = min((t_bf16, "bf16"), (t_tg, "tinygemm"), (t_tr, "triton"))[1]
-            print(f"| {name} | {m} | {t_bf16:.1f} | {t_tg:.1f} | {t_tr:.1f} | {best} |", flush=True)
-        del layers, dense
+        measure_shape(name, n, k)
         torch.cuda.empty_cache()
 
 

@@ -65,7 +65,7 @@ def int8_int_mm(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tenso
                 pqs: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
     """W8A8 SmoothQuant on INT8 tensor cores: `torch._int_mm` (M > 16, K and N multiples of 8), scales after."""
     x2 = _rows(x)
-    m, n = x2.shape[0], weight.shape[0]
+    n = weight.shape[0]
     q = quantize_act(x2, "int8", input_scale, pqs)
     acc = torch._int_mm(q, weight.t())                                                # [M, N] int32
     y = acc.float().mul_(input_scale[:1] * weight_scale[None, :])

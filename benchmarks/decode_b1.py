@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from graph_profile import graph_kernel_rows  # benchmarks/ is on sys.path when run as a script
+from graph_profile import graph_kernel_rows, graph_time_us  # benchmarks/ is on sys.path as a script
 
 import ember.layers.fused
 from ember.layers import gemv
@@ -50,33 +50,6 @@ def fits(cfg: Config, m: int) -> bool:
 
 def triton_pow2(m: int) -> int:
     return 1 << (m - 1).bit_length()
-
-
-def graph_time_us(fn, calls: int, reps: int = 10) -> float:
-    """Per-call GPU time of `calls` back-to-back fn(i) captured in one graph, median over replays."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for i in range(calls):
-            fn(i)
-    torch.cuda.current_stream().wait_stream(s)
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for i in range(calls):
-            fn(i)
-    for _ in range(3):
-        g.replay()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) * 1e3 / calls)
-    del g
-    return sorted(times)[len(times) // 2]
 
 
 def microbench(args) -> dict:

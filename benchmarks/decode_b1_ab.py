@@ -19,7 +19,8 @@ import traceback
 from pathlib import Path
 
 import torch
-from decode_b1 import graph_time_us, replay_ms  # benchmarks/ is on sys.path when run as a script
+from decode_b1 import replay_ms
+from graph_profile import graph_time_us  # benchmarks/ is on sys.path when run as a script
 
 from ember.layers import gemv
 from ember.layers.activation import SiluAndMul

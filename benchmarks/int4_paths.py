@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from decode_b1 import graph_time_us  # benchmarks/ is on sys.path when run as a script
+from graph_profile import graph_time_us  # benchmarks/ is on sys.path when run as a script
 
 from ember.quantization.formats import get_format
 from ember.quantization.kernels import dispatch, tinygemm

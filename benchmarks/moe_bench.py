@@ -29,6 +29,7 @@ import traceback
 from pathlib import Path
 
 import torch
+from graph_profile import graph_time_us  # benchmarks/ is on sys.path when run as a script
 
 from ember.layers import moe, moe_kernels
 from ember.layers.moe import FusedExperts
@@ -81,32 +82,6 @@ def routings(t: int, e: int, k: int, n: int = 16) -> list[tuple[torch.Tensor, to
         w = torch.softmax(torch.randn(t, k, device="cuda"), -1).to(torch.bfloat16)
         out.append((ids, w))
     return out
-
-
-def graph_time_us(fn, calls: int, reps: int = 10) -> float:
-    """Per-call GPU time of `calls` back-to-back fn(i) captured in one graph, median over replays."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for i in range(calls):
-            fn(i)
-    torch.cuda.current_stream().wait_stream(s)
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for i in range(calls):
-            fn(i)
-    g.replay()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) * 1e3 / calls)
-    del g
-    return sorted(times)[len(times) // 2]
 
 
 def eager_time_us(fn, n: int) -> float:

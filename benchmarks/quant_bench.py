@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from graph_profile import graph_time_us  # benchmarks/ is on sys.path when run as a script
 
 from ember.layers import gemv
 from ember.quantization.formats import get_format
@@ -64,32 +65,6 @@ def candidates(kind: str, m: int) -> list[Config]:
         dots = [(64, 64, 128, 4, 3), (128, 128, 64, 8, 3), (128, 64, 128, 8, 3)]
         split = [(64, 64, 128, 4, 3, 2), (128, 64, 128, 8, 3, 2)]
     return [Config("dot", *d) for d in dots + (split if four else [])] + mm
-
-
-def graph_time_us(fn, calls: int, reps: int = 10) -> float:
-    """Per-call GPU time of `calls` back-to-back fn(i) captured in one graph, median over replays."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for i in range(calls):
-            fn(i)
-    torch.cuda.current_stream().wait_stream(s)
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for i in range(calls):
-            fn(i)
-    g.replay()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) * 1e3 / calls)
-    del g
-    return sorted(times)[len(times) // 2]
 
 
 def eager_time_us(fn, calls: int) -> float:

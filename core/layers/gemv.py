@@ -71,38 +71,43 @@ def m_bucket(m: int) -> int:
     return 1 if m <= 1 else 2 if m <= 2 else 4 if m <= 4 else 8
 
 
-def lookup(x: torch.Tensor, weight: torch.Tensor) -> Config | None:
-    """The kernel config for this call, or None for F.linear."""
+def _table_key(x: torch.Tensor, weight: torch.Tensor, width: int) -> tuple[int, int, int] | None:
+    """(N, K, M bucket) for x [..., width] (width K, or 2K for a [gate | up] input) against weight [N, K] on the
+    kernels' terms (enabled, CUDA, matching 16-bit dtypes, 1..MAX_M rows), else None."""
     if not (ENABLED and x.is_cuda and weight.dim() == 2 and x.dtype == weight.dtype
-            and x.dtype in (torch.bfloat16, torch.float16) and x.shape[-1] == weight.shape[1]):
+            and x.dtype in (torch.bfloat16, torch.float16) and x.shape[-1] == width):
         return None
-    k = x.shape[-1]
-    m = x.numel() // k if k else 0
+    m = x.numel() // width if width else 0
     if m == 0 or m > MAX_M:
         return None
-    return TABLE.get((weight.shape[0], k, m_bucket(m)))
+    return weight.shape[0], weight.shape[1], m_bucket(m)
+
+
+def lookup(x: torch.Tensor, weight: torch.Tensor) -> Config | None:
+    """The kernel config for this call, or None for F.linear."""
+    key = _table_key(x, weight, weight.shape[-1])
+    return None if key is None else TABLE.get(key)
 
 
 def lookup_gated(h: torch.Tensor, weight: torch.Tensor) -> Config | None:
     """The gated-prologue config for h [M, 2K] and weight [N, K], or None (run act-and-mul, then `linear`)."""
-    if not (ENABLED and GATED and h.is_cuda and weight.dim() == 2 and h.dtype == weight.dtype
-            and h.dtype in (torch.bfloat16, torch.float16) and h.shape[-1] == 2 * weight.shape[1]):
-        return None
-    k = weight.shape[1]
-    m = h.numel() // (2 * k) if k else 0
-    if m == 0 or m > MAX_M:
-        return None
-    return GATED_TABLE.get((weight.shape[0], k, m_bucket(m)))
+    key = _table_key(h, weight, 2 * weight.shape[-1]) if GATED else None
+    return None if key is None else GATED_TABLE.get(key)
+
+
+def _kernels():
+    """ember.layers.gemv_kernels, imported on the first CUDA call (it imports triton)."""
+    global _mod
+    if _mod is None:
+        from ember.layers import gemv_kernels
+        _mod = gemv_kernels
+    return _mod
 
 
 def gated_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act: str, cfg: Config,
                  out: torch.Tensor | None = None) -> torch.Tensor:
     """(act(gate) * up) @ W^T (+ b) for h [..., 2K] = [gate | up] in one 'ew' launch (act: "silu" / "gelu_tanh")."""
-    global _mod
-    if _mod is None:
-        from ember.layers import gemv_kernels
-        _mod = gemv_kernels
-    return _mod.launch(h, weight, bias, cfg, out, act=act)
+    return _kernels().launch(h, weight, bias, cfg, out, act=act)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -116,8 +121,4 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, cfg: Config,
                   out: torch.Tensor | None = None) -> torch.Tensor:
     """Run the kernel whatever the table says (tests, benchmarks). x [..., K] with M <= 8 rows (<= 16 for dot)."""
-    global _mod
-    if _mod is None:
-        from ember.layers import gemv_kernels
-        _mod = gemv_kernels
-    return _mod.launch(x, weight, bias, cfg, out)
+    return _kernels().launch(x, weight, bias, cfg, out)

@@ -170,28 +170,28 @@ class ModelRunner:
     @torch.inference_mode()
     def execute(self, batch: ScheduledBatch, eos_ids: list[int]) -> list[StepResult]:
         """Forward all scheduled tokens; sample for the sequences whose chunk reaches their last token."""
+        logits, sample_seqs = self._forward(batch, pending_inputs=False)
+        return self._sample(logits, sample_seqs, eos_ids) if sample_seqs else []
+
+    def _forward(self, batch: ScheduledBatch, pending_inputs: bool) -> tuple[torch.Tensor, list[Sequence]]:
+        """(logits [N, V], the N sequences sampled this step): a decode-only step (one token per sequence, each
+        sampled) replays its bucket's graph when one fits, anything else runs eagerly. pending_inputs: some last
+        tokens may be PLACEHOLDERs, to be read from `last_sampled` (async scheduling)."""
         seqs, counts = batch.seqs, batch.num_new_tokens
         if (self.graphs is not None and len(seqs) == sum(counts)
                 and all(s.num_computed_tokens + 1 == len(s.token_ids) for s in seqs)
                 and self.graphs.bucket_for(len(seqs)) is not None):
-            # Decode-only step (one token per sequence, each sampled): replay the bucket's graph.
-            return self._sample(self.graphs.run(seqs), seqs, eos_ids)
-        logits, sample_seqs = self._eager_logits(seqs, counts)
-        return self._sample(logits, sample_seqs, eos_ids) if sample_seqs else []
+            sources = ([s.pending_row if s.token_ids[-1] == PLACEHOLDER else -1 for s in seqs] if pending_inputs
+                       else None)
+            return self.graphs.run(seqs, sources), seqs
+        return self._eager_logits(seqs, counts)
 
     @torch.inference_mode()
     def launch(self, batch: ScheduledBatch, eos_ids: list[int]) -> PendingStep:
         """Start a step whose sampling reads no token history without waiting for its ids. A sequence whose last
         token is the PLACEHOLDER takes that input from the step launched before this one
         (`last_sampled[seq.pending_row]`, still on the device). Decode-only steps replay a graph when one fits."""
-        seqs, counts = batch.seqs, batch.num_new_tokens
-        if (self.graphs is not None and len(seqs) == sum(counts)
-                and all(s.num_computed_tokens + 1 == len(s.token_ids) for s in seqs)
-                and self.graphs.bucket_for(len(seqs)) is not None):
-            sources = [s.pending_row if s.token_ids[-1] == PLACEHOLDER else -1 for s in seqs]
-            logits, sample_seqs = self.graphs.run(seqs, sources), seqs
-        else:
-            logits, sample_seqs = self._eager_logits(seqs, counts)
+        logits, sample_seqs = self._forward(batch, pending_inputs=True)
         n = len(sample_seqs)
         host = self._sampled_host[self._sampled_flip]
         self._sampled_flip ^= 1

@@ -127,7 +127,8 @@ TINY = textwrap.dedent('''
     from ember.bench.model import build_random_model, make_engine
     from ember.config import EngineConfig, KvCacheConfig
     from ember.models.qwen3 import Qwen3ForCausalLM
-    from ember.sampling_params import SamplingParams
+    from ember.bench.datasets import BenchRequest
+    from ember.bench.engine_bench import run_requests
 
     fused.fused_kernels = lambda x: fused_kernels        # interpreter: the Triton layer kernels on CPU tensors
     def forced(self, x):                                 # every linear with <= 8 rows through the skinny kernel
@@ -153,13 +154,7 @@ TINY = textwrap.dedent('''
         gemv.ENABLED, fused.QK_ROPE = on, on
         eng = make_engine(model, EngineConfig(max_num_seqs=4, kv_cache=KvCacheConfig(num_blocks=32),
                                               attention_backend="torch"), torch.device("cpu"), torch.float32, 128)
-        ids = [eng.add_request(p, SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)) for p in prompts]
-        done = {}
-        while eng.has_unfinished():
-            for out in eng.step():
-                if out.finished:
-                    done[out.request_id] = out.outputs[0].token_ids
-        return [done[i] for i in ids]
+        return run_requests(eng, [BenchRequest(p, 12) for p in prompts], stream=False)["tokens"]   # greedy
     base, new = tokens(False), tokens(True)
     assert base == new, (base, new)
     assert len(set(map(tuple, base))) > 1

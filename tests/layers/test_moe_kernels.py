@@ -171,7 +171,8 @@ TINY = textwrap.dedent('''
     from ember.config import EngineConfig, KvCacheConfig
     from ember.layers import moe, moe_kernels
     from ember.plugins import get_registry
-    from ember.sampling_params import SamplingParams
+    from ember.bench.datasets import BenchRequest
+    from ember.bench.engine_bench import run_requests
 
     moe.fused_moe_kernels = lambda x: moe_kernels if moe.FUSED else None   # interpreter: fused path on CPU fp32
     calls = []
@@ -190,13 +191,7 @@ TINY = textwrap.dedent('''
         moe.FUSED = fused
         eng = make_engine(model, EngineConfig(max_num_seqs=4, kv_cache=KvCacheConfig(num_blocks=16),
                                               attention_backend="torch"), torch.device("cpu"), torch.float32, 64)
-        ids = [eng.add_request(p, SamplingParams(temperature=0, max_tokens=5, ignore_eos=True)) for p in prompts]
-        done = {}
-        while eng.has_unfinished():
-            for out in eng.step():
-                if out.finished:
-                    done[out.request_id] = out.outputs[0].token_ids
-        return [done[i] for i in ids]
+        return run_requests(eng, [BenchRequest(p, 5) for p in prompts], stream=False)["tokens"]   # greedy
     base, new = tokens(False), tokens(True)
     assert base == new, (base, new)
     assert calls and len(set(map(tuple, base))) > 1, (len(calls), base)

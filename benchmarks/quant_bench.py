@@ -29,7 +29,7 @@ from graph_profile import graph_time_us  # benchmarks/ is on sys.path when run a
 
 from ember.layers import gemv
 from ember.quantization.formats import get_format
-from ember.quantization.kernels import dispatch
+from ember.quantization.kernels import dispatch, tinygemm, w4_kmajor
 from ember.quantization.kernels.dispatch import Config
 from ember.quantization.linear import QuantLinear
 from ember.quantization.random_quant import fill_random_
@@ -41,7 +41,7 @@ OUT: dict = {"micro": [], "e2e": []}
 
 
 def candidates(kind: str, m: int) -> list[Config]:
-    """Configs tried per M (block_n counts packed rows for int4: two output rows each); ew2 and split-K are
+    """Configs tried per M (block_n counts packed rows for int4: two output rows each); km, ew2 and split-K are
     4-bit only; FP8 tries its GEMV only at M <= 2 (cuBLAS FP8 won everywhere in earlier runs); FP8RowWise has
     no cuBLAS path."""
     four = kind in ("int4", "nvfp4")
@@ -49,21 +49,26 @@ def candidates(kind: str, m: int) -> list[Config]:
     bm = 1 << (m - 1).bit_length()
     if kind == "fp8":
         return mm + ([Config("ew", bm, 4, 512, 4, 1)] if m <= 2 else [])
+    if m <= 4 and four:
+        km = [(64, 1, 1, 32), (64, 1, 1, 16), (64, 1, 3, 32), (128, 1, 3, 32), (128, 1, 1, 16), (256, 2, 1, 16)]
+        return ([Config("km", bm, n, 0, w, s, sk) for n, w, s, sk in km]
+                + [Config("ew2", bm, 4, 256, 4, 1), Config("dot", 16, 32, 128, 4, 3, 4)])
     if m <= 4:
         ew = {1: [(4, 512, 4), (2, 1024, 4), (4, 1024, 8)], 2: [(4, 512, 4), (4, 1024, 8)]}.get(m, [(4, 256, 4),
                                                                                                  (2, 512, 4)])
-        ew2 = [(8, 128, 4), (16, 128, 8), (4, 256, 4)] if four else []
-        return ([Config("ew", bm, n, k, w, 1) for n, k, w in ew] + [Config("ew2", bm, n, k, w, 1) for n, k, w in ew2]
-                + [Config("dot", 16, 32, 128, 4, 3)])
+        return [Config("ew", bm, n, k, w, 1) for n, k, w in ew] + [Config("dot", 16, 32, 128, 4, 3)]
     if m <= 16:
         dots = [(16, 32, 128, 4, 3), (16, 32, 256, 4, 3), (16, 64, 128, 4, 3)]
-        split = [(16, 32, 128, 4, 3, 2), (16, 16, 128, 4, 3, 4)]
+        split = [(16, 32, 128, 4, 3, s) for s in (2, 4, 8)] + [(16, 64, 128, 4, 3, s) for s in (2, 4)]
     elif m <= 64:
-        dots = [(64, 64, 128, 4, 3), (64, 32, 128, 4, 3), (32, 32, 128, 4, 3)]
-        split = [(64, 32, 128, 4, 3, 2), (64, 64, 128, 4, 3, 2), (64, 32, 128, 4, 3, 4)]
+        dots = [(64, 64, 128, 4, 3), (64, 32, 128, 4, 3), (32, 32, 128, 4, 3), (64, 64, 128, 8, 3),
+                (64, 128, 128, 8, 3), (64, 64, 64, 4, 4), (32, 64, 128, 4, 3)]
+        split = ([(64, 32, 128, 4, 3, s) for s in (2, 4, 8)] + [(64, 64, 128, 4, 3, s) for s in (2, 4)]
+                 + [(64, 64, 128, 8, 3, s) for s in (2, 4)] + [(32, 64, 128, 4, 3, s) for s in (2, 4)]
+                 + [(64, 128, 128, 8, 3, 2), (64, 64, 64, 4, 4, 4)])
     else:
         dots = [(64, 64, 128, 4, 3), (128, 128, 64, 8, 3), (128, 64, 128, 8, 3)]
-        split = [(64, 64, 128, 4, 3, 2), (128, 64, 128, 8, 3, 2)]
+        split = [(64, 64, 128, 4, 3, 2), (128, 64, 128, 8, 3, 2), (64, 64, 128, 4, 3, 4)]
     return [Config("dot", *d) for d in dots + (split if four else [])] + mm
 
 
@@ -81,8 +86,11 @@ def eager_time_us(fn, calls: int) -> float:
 
 def make_layer(kind: str, n: int, k: int) -> QuantLinear:
     algo, group = ALGO[kind]
-    layer = QuantLinear(get_format(algo, group), k, [n], False, torch.bfloat16, "cuda")
-    return fill_random_(layer, torch.randn(n, k, device="cuda") * k ** -0.5)
+    layer = fill_random_(QuantLinear(get_format(algo, group), k, [n], False, torch.bfloat16, "cuda"),
+                         torch.randn(n, k, device="cuda") * k ** -0.5)
+    if kind in ("int4", "nvfp4") and layer.kmajor is None:   # INT4 in bf16 has tinygemm instead: time both
+        layer.kmajor = w4_kmajor.prepare(layer)
+    return layer
 
 
 def reference(kind: str, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
@@ -126,6 +134,10 @@ def micro(args, t_start: float) -> dict:
                     dispatch.ENABLED = False   # eager: the NVFP4 fallback builds CPU tensors (not capturable)
                     old = eager_time_us(lambda i: layers[i % len(layers)](x), calls)
                     dispatch.ENABLED = True
+                tg = None            # INT4 at M <= 4 in bf16 runs tinygemm (dispatch.quant_linear), not the table
+                if one.tinygemm is not None and m <= tinygemm.MAX_M:
+                    tg = graph_time_us(lambda i: tinygemm.linear(x, *layers[i % len(layers)].tinygemm, None, None,
+                                                                 n), calls)
                 res, best = [], None
                 for cfg in candidates(kind, m):
                     try:
@@ -144,13 +156,13 @@ def micro(args, t_start: float) -> dict:
                 if best is not None:
                     table[(kind, n, k, dispatch.m_bucket(m))] = best[0]
                 row = {"shape": name, "kind": kind, "M": m, "bf16_us": base[m][0], "gemv_us": base[m][1],
-                       "old_us": old, "best": list(best[0]) if best else None, "best_us": best[1] if best else None,
+                       "old_us": old, "tinygemm_us": tg, "best": list(best[0]) if best else None, "best_us": best[1] if best else None,
                        "err": best[2] if best else None, "bf16_err": base_err, "all": res, "bytes": nbytes}
                 OUT["micro"].append(row)
                 print(f"   {name:7s} {kind:8s} M={m:4d} bf16 {base[m][0]:7.1f} gemv {base[m][1]:7.1f} us | best "
                       f"{best[0] if best else None} {best[1] if best else float('nan'):7.1f} us "
                       f"({base[m][0] / best[1] if best else 0:.2f}x) err {best[2] if best else float('nan'):.1e}"
-                      + (f" | old {old:.1f} us" if old else ""), flush=True)
+                      + (f" | old {old:.1f} us" if old else "") + (f" | tinygemm {tg:.1f} us" if tg else ""), flush=True)
             layers = one = None
             torch.cuda.empty_cache()
     OUT["table"] = {f"{k}": list(c) for k, c in table.items()}

@@ -1,8 +1,9 @@
 """Which GPU kernel runs a QuantLinear forward, per format and M (rows); None -> the dequantize-then-matmul fallback.
 
 Kernels by format (`quant_algo` -> kind):
-  W4A16_AWQ -> int4 (M <= tinygemm.MAX_M in bf16: aten's tinygemm kernel, see tinygemm.py), NVFP4 / NVFP4_AWQ -> nvfp4 (weight-only, dequantized in registers: w4_gemv.py "ew" and
-  w4a16.py "ew2" for M <= 4, w4a16.py "dot" (optionally split-K) for any M);
+  W4A16_AWQ -> int4 (M <= tinygemm.MAX_M in bf16: aten's tinygemm kernel, see tinygemm.py), NVFP4 / NVFP4_AWQ ->
+  nvfp4 (weight-only, dequantized in registers): "km" (w4_kmajor.py, the K-major copy QuantLinear.finalize_ makes)
+  and "ew2" (w4a16.py elementwise) for M <= 4, w4a16.py "dot" (optionally split-K) for any M;
   FP8 -> fp8, FP8_PER_CHANNEL_PER_TOKEN -> fp8_rowwise, W8A16 -> int8_wo, W8A8_SQ_PER_CHANNEL -> int8_sq
   (w8.py: the activation quantized in registers; "mm" configs: act_quant.py + cuBLAS, FP8 per-tensor at every M
   and SmoothQuant INT8 at M > 16 where measured faster; FP8RowWise always runs w8.py).
@@ -29,8 +30,8 @@ _W8_ACT = {"fp8": "fp8", "fp8_rowwise": "fp8_token", "int8_wo": "none", "int8_sq
 
 
 class Config(NamedTuple):
-    kind: str          # "ew" / "ew2" (elementwise GEMV, 3-D / 2-D tiles), "dot" (tl.dot, weight as A operand),
-    block_m: int       # or "mm" (quantize x + cuBLAS); ew2 and split_k exist for the 4-bit kernels only
+    kind: str          # "ew" (w8.py elementwise GEMV), "km" / "ew2" (4-bit GEMVs), "dot" (tl.dot, weight as A
+    block_m: int       # operand) or "mm" (quantize x + cuBLAS); split_k exists for the 4-bit kernels only
     block_n: int       # int4: packed rows (two output rows each)
     block_k: int
     num_warps: int = 4
@@ -51,6 +52,8 @@ def default_config(kind: str, m: int) -> Config:
     """A reasonable config for shapes the table has not measured."""
     if kind == "fp8" or (kind == "int8_sq" and m > 16):
         return Config("mm", 0, 0, 0)          # cuBLAS FP8 beat the FP8 GEMV at every M measured
+    if m <= 4 and kind in ("int4", "nvfp4"):
+        return Config("km", m_bucket(m), 64, 0, 1, 1, 32)
     if m <= 2:
         return Config("ew", m_bucket(m), 4, 512, 4, 1)
     if m <= 4:
@@ -66,6 +69,8 @@ def lookup(kind: str, n: int, k: int, m: int) -> Config | None:
     if cfg.kind == "mm":
         ok = kind in ("fp8", "int8_sq") and k % 16 == 0 and n % 16 == 0 and (kind == "fp8" or m > 16)
         return cfg if ok else None
+    if cfg.kind == "km":
+        return cfg if m <= cfg.block_m else None     # the K-major copy exists where finalize_ could make it
     bk = cfg.block_k
     while bk > 16 and k % bk:
         bk //= 2
@@ -85,9 +90,9 @@ def quant_linear(layer, x: torch.Tensor) -> torch.Tensor | None:
     if tg is not None and 0 < m <= tinygemm.MAX_M:
         return tinygemm.linear(x, *tg, layer.kernel_pqs, layer.bias, layer.out_features)
     cfg = lookup(kind, layer.out_features, k, m) if m else None
-    if cfg is None:
-        return None
-    return run(kind, layer, x, cfg)
+    if cfg is not None and cfg.kind == "km" and layer.kmajor is None:
+        cfg = lookup(kind, layer.out_features, k, 16)      # a tl.dot config takes any M <= 16
+    return None if cfg is None else run(kind, layer, x, cfg)
 
 
 def run(kind: str, layer, x: torch.Tensor, cfg: Config) -> torch.Tensor:
@@ -95,12 +100,15 @@ def run(kind: str, layer, x: torch.Tensor, cfg: Config) -> torch.Tensor:
     bias = layer.bias
     pqs = layer.kernel_pqs    # None: the format has none, or it is all ones (QuantLinear.finalize_)
     if kind in ("int4", "nvfp4"):
-        from ember.quantization.kernels import w4_gemv, w4a16
+        from ember.quantization.kernels import w4_kmajor, w4a16
+        if cfg.kind == "km":
+            if layer.kmajor is None:
+                raise ValueError(f"{type(layer).__name__} has no K-major copy (w4_kmajor.supports is False for "
+                                 f"N={layer.out_features}, K={layer.in_features}, or tinygemm serves it)")
+            return w4_kmajor.gemv(x, *layer.kmajor, pqs, bias, cfg)   # (packed, scale_t, scale_2, group)
         if kind == "int4":
-            fn = w4_gemv.int4_gemv if cfg.kind == "ew" else w4a16.int4_linear       # "ew2" / "dot"
-            return fn(x, layer.weight, layer.weight_scale, pqs, bias, cfg)
-        fn = w4_gemv.nvfp4_gemv if cfg.kind == "ew" else w4a16.nvfp4_linear
-        return fn(x, layer.weight, layer.weight_scale, layer.weight_scale_2, pqs, bias, cfg)
+            return w4a16.int4_linear(x, layer.weight, layer.weight_scale, pqs, bias, cfg)       # "ew2" / "dot"
+        return w4a16.nvfp4_linear(x, layer.weight, layer.weight_scale, layer.weight_scale_2, pqs, bias, cfg)
     input_scale = getattr(layer, "input_scale", None) if "input_scale" in layer.format.specs else None
     if cfg.kind == "mm":
         from ember.quantization.kernels import act_quant

@@ -2,9 +2,9 @@
 
 y[M, N] = (x * pre_quant_scale) @ dequant(W)^T (+ b). Each weight tile is dequantized in registers and never
 written out, so a decode step reads 4.5 bits a weight instead of 16. DOT: tl.dot with the dequantized weight as the
-A operand (acc [BLOCK_N, BLOCK_M] = W x^T, BLOCK_M >= 16); else elementwise 2-D tiles (config kind "ew2";
-w4_gemv.py has 3-D "ew" ones). SPLIT_K > 1 splits K over the grid's third axis and atomically adds fp32 partial
-sums (why: at M = 16-256 the N tiles alone leave most of the 132 SMs idle). INT4 takes BLOCK_K <= group (one scale
+A operand (acc [BLOCK_N, BLOCK_M] = W x^T, BLOCK_M >= 16); else elementwise 2-D tiles (config kind "ew2"; the
+decode GEMV on a K-major copy is w4_kmajor.py). SPLIT_K > 1 splits K over the grid's third axis; the splits meet in
+splitk.store_tile (why: at M = 16-256 the N tiles alone leave most of the 132 SMs idle). INT4 takes BLOCK_K <= group (one scale
 per row per K step) and x in bf16 or fp16. Imported lazily.
 
 Layouts (ember.quantization.numerics): INT4 uint8 [N/2, K] two OUTPUT rows a byte (2i low nibble, two's complement),
@@ -19,20 +19,14 @@ import torch
 import triton
 import triton.language as tl
 
+from ember.quantization.kernels import splitk
+from ember.quantization.kernels.splitk import store_tile
 from ember.quantization.kernels.tiles import (accumulate, e2m1, finish, group_scaled, int4_f32,
                                               int4_offset16, load_x)
 
 
 @triton.jit
-def _store(y_ptrs, y, mask, SPLIT_K: tl.constexpr):
-    if SPLIT_K == 1:
-        tl.store(y_ptrs, y.to(y_ptrs.dtype.element_ty), mask=mask)
-    else:
-        tl.atomic_add(y_ptrs, y, mask=mask)
-
-
-@triton.jit
-def _int4_kernel(x_ptr, w_ptr, s_ptr, p_ptr, b_ptr, y_ptr, M, N, K, stride_xm, stride_wn, stride_sn, stride_ym,
+def _int4_kernel(x_ptr, w_ptr, s_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, stride_xm, stride_wn, stride_sn, stride_ym,
                  GROUP: tl.constexpr, HAS_PQS: tl.constexpr, HAS_BIAS: tl.constexpr, IS_BF16: tl.constexpr,
                  DOT: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                  BLOCK_K: tl.constexpr):
@@ -76,17 +70,20 @@ def _int4_kernel(x_ptr, w_ptr, s_ptr, p_ptr, b_ptr, y_ptr, M, N, K, stride_xm, s
         w_ptrs += BLOCK_K
         x_ptrs += BLOCK_K
     y_lo, y_hi = finish(acc_lo, DOT), finish(acc_hi, DOT)                                # [BN, BM]
-    if HAS_BIAS and pid_k == 0:
-        y_lo += tl.load(b_ptr + 2 * ri).to(tl.float32)[:, None]
-        y_hi += tl.load(b_ptr + 2 * ri + 1).to(tl.float32)[:, None]
+    b_lo = tl.zeros((BLOCK_N, 1), dtype=tl.float32)
+    b_hi = tl.zeros((BLOCK_N, 1), dtype=tl.float32)
+    if HAS_BIAS:
+        b_lo += tl.load(b_ptr + 2 * ri).to(tl.float32)[:, None]
+        b_hi += tl.load(b_ptr + 2 * ri + 1).to(tl.float32)[:, None]
     mask = (offs_i[:, None] < N // 2) & (offs_m[None, :] < M)
     y_ptrs = y_ptr + offs_m[None, :].to(tl.int64) * stride_ym + 2 * offs_i[:, None]
-    _store(y_ptrs, y_lo, mask, SPLIT_K)
-    _store(y_ptrs + 1, y_hi, mask, SPLIT_K)
+    tile = 2 * (pid_m * tl.num_programs(1) + pid_n)                                         # lo, hi: 2 tiles
+    store_tile(y_lo, b_lo, y_ptrs, mask, ws_ptr, cnt_ptr, tile, pid_k, SPLIT_K, BLOCK_N, BLOCK_M)
+    store_tile(y_hi, b_hi, y_ptrs + 1, mask, ws_ptr, cnt_ptr, tile + 1, pid_k, SPLIT_K, BLOCK_N, BLOCK_M)
 
 
 @triton.jit
-def _nvfp4_kernel(x_ptr, w_ptr, s_ptr, s2_ptr, p_ptr, b_ptr, y_ptr, M, N, K, stride_xm, stride_wn, stride_sn,
+def _nvfp4_kernel(x_ptr, w_ptr, s_ptr, s2_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, stride_xm, stride_wn, stride_sn,
                   stride_ym, GROUP: tl.constexpr, HAS_PQS: tl.constexpr, HAS_BIAS: tl.constexpr, DOT: tl.constexpr,
                   SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """Grid (cdiv(M, BM), cdiv(N, BN), SPLIT_K). Low nibbles hold the even K elements, high the odd: rather than
@@ -117,10 +114,13 @@ def _nvfp4_kernel(x_ptr, w_ptr, s_ptr, s2_ptr, p_ptr, b_ptr, y_ptr, M, N, K, str
         w_ptrs += HALF
         x_ptrs += BLOCK_K
     y = finish(acc, DOT) * (tl.load(s2_ptr) * 16384.0)   # 2^14: see tiles.e2m1
-    if HAS_BIAS and pid_k == 0:
-        y += tl.load(b_ptr + rn).to(tl.float32)[:, None]
+    bias = tl.zeros((BLOCK_N, 1), dtype=tl.float32)
+    if HAS_BIAS:
+        bias += tl.load(b_ptr + rn).to(tl.float32)[:, None]
     mask = (offs_n[:, None] < N) & (offs_m[None, :] < M)
-    _store(y_ptr + offs_m[None, :].to(tl.int64) * stride_ym + offs_n[:, None], y, mask, SPLIT_K)
+    y_ptrs = y_ptr + offs_m[None, :].to(tl.int64) * stride_ym + offs_n[:, None]
+    store_tile(y, bias, y_ptrs, mask, ws_ptr, cnt_ptr, pid_m * tl.num_programs(1) + pid_n, pid_k, SPLIT_K,
+               BLOCK_N, BLOCK_M)
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -128,15 +128,16 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x2 if x2.stride(-1) == 1 else x2.contiguous()
 
 
-def _out(x2: torch.Tensor, n: int, split_k: int) -> torch.Tensor:
-    """The output buffer: x's dtype, or fp32 zeros that the split-K programs add into."""
-    if split_k == 1:
-        return torch.empty(x2.shape[0], n, dtype=x2.dtype, device=x2.device)
-    return torch.zeros(x2.shape[0], n, dtype=torch.float32, device=x2.device)
+def _grid(m: int, n_tiles: int, tiles_per_n: int, k: int, block_k: int, cfg) -> tuple[int, int, int]:
+    """(M tiles, N tiles, split): the split cut to what K and the split-K workspace take."""
+    m_tiles = triton.cdiv(m, cfg.block_m)
+    split = splitk.max_split(m_tiles * n_tiles * tiles_per_n, cfg.block_m * cfg.block_n, cfg.split_k)
+    while split > 1 and k % (split * block_k):
+        split //= 2
+    return m_tiles, n_tiles, split
 
 
-def _launch_args(cfg, k: int) -> dict:
-    split = cfg.split_k if k % (cfg.split_k * cfg.block_k) == 0 else 1
+def _meta(cfg, split: int) -> dict:
     return {"DOT": cfg.kind == "dot", "SPLIT_K": split, "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n,
             "num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
 
@@ -147,14 +148,15 @@ def int4_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, pqs:
     capped at the group)."""
     x2, n, k = _rows(x), 2 * weight.shape[0], x.shape[-1]
     m, group = x2.shape[0], k // scale.shape[1]
-    kw = _launch_args(cfg._replace(block_k=min(cfg.block_k, group)), k)
-    y = _out(x2, n, kw["SPLIT_K"])
-    grid = (triton.cdiv(m, cfg.block_m), triton.cdiv(n // 2, cfg.block_n), kw["SPLIT_K"])
+    block_k = min(cfg.block_k, group)
+    grid = _grid(m, triton.cdiv(n // 2, cfg.block_n), 2, k, block_k, cfg)
+    ws, cnt = splitk.workspace(x.device)
+    y = torch.empty(m, n, dtype=x.dtype, device=x.device)
     _int4_kernel[grid](x2, weight, scale, pqs if pqs is not None else scale, bias if bias is not None else scale, y,
-                       m, n, k, x2.stride(0), weight.stride(0), scale.stride(0), y.stride(0), GROUP=group,
+                       ws, cnt, m, n, k, x2.stride(0), weight.stride(0), scale.stride(0), y.stride(0), GROUP=group,
                        HAS_PQS=pqs is not None, HAS_BIAS=bias is not None, IS_BF16=x.dtype == torch.bfloat16,
-                       BLOCK_K=min(cfg.block_k, group), **kw)
-    return y.to(x.dtype).view(*x.shape[:-1], n)
+                       BLOCK_K=block_k, **_meta(cfg, grid[2]))
+    return y.view(*x.shape[:-1], n)
 
 
 def nvfp4_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, scale_2: torch.Tensor,
@@ -162,11 +164,11 @@ def nvfp4_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, sca
     """x [..., K] -> [..., N]; weight uint8 [N, K/2], scale e4m3 [N, K/16], scale_2 fp32 [>= 1] (uses [0])."""
     x2, n, k = _rows(x), weight.shape[0], x.shape[-1]
     m, group = x2.shape[0], k // scale.shape[1]
-    kw = _launch_args(cfg, k)
-    y = _out(x2, n, kw["SPLIT_K"])
-    grid = (triton.cdiv(m, cfg.block_m), triton.cdiv(n, cfg.block_n), kw["SPLIT_K"])
+    grid = _grid(m, triton.cdiv(n, cfg.block_n), 1, k, cfg.block_k, cfg)
+    ws, cnt = splitk.workspace(x.device)
+    y = torch.empty(m, n, dtype=x.dtype, device=x.device)
     _nvfp4_kernel[grid](x2, weight, scale, scale_2, pqs if pqs is not None else scale_2,
-                        bias if bias is not None else scale_2, y, m, n, k, x2.stride(0), weight.stride(0),
+                        bias if bias is not None else scale_2, y, ws, cnt, m, n, k, x2.stride(0), weight.stride(0),
                         scale.stride(0), y.stride(0), GROUP=group, HAS_PQS=pqs is not None, HAS_BIAS=bias is not None,
-                        BLOCK_K=cfg.block_k, **kw)
-    return y.to(x.dtype).view(*x.shape[:-1], n)
+                        BLOCK_K=cfg.block_k, **_meta(cfg, grid[2]))
+    return y.view(*x.shape[:-1], n)

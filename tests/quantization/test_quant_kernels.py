@@ -19,7 +19,7 @@ CHECK = textwrap.dedent('''
     import sys, torch
     import torch.nn.functional as F
     from ember.quantization.formats import get_format
-    from ember.quantization.kernels import dispatch
+    from ember.quantization.kernels import dispatch, w4_kmajor
     from ember.quantization.kernels.dispatch import Config
     from ember.quantization.linear import QuantLinear
     from ember.quantization.random_quant import fill_random_
@@ -46,6 +46,8 @@ CHECK = textwrap.dedent('''
                         assert layer.kernel_pqs.dtype == dtype
                     if bias:
                         layer.bias.data.normal_()
+                    if kind in ("int4", "nvfp4") and layer.kmajor is None:   # CPU, or tinygemm serves it
+                        layer.kmajor = w4_kmajor.prepare(layer)
                     t = layer.tensors()
                     w = fmt.weight(t, layer.output_sizes).double()
                     for m in ms:
@@ -67,9 +69,11 @@ CHECK = textwrap.dedent('''
                             if cfg.kind == "mm" and (interp or kind not in ("fp8", "int8_sq")
                                                      or (kind == "int8_sq" and m <= 16) or n % 16):
                                 continue
-                            if cfg.kind in ("ew", "ew2") and m > cfg.block_m:
+                            if cfg.kind in ("ew", "ew2", "km") and m > cfg.block_m:
                                 continue
-                            if (cfg.kind == "ew2" or cfg.split_k > 1) and kind not in ("int4", "nvfp4"):
+                            if (cfg.kind == "ew") == (kind in ("int4", "nvfp4")) and cfg.kind in ("ew", "km"):
+                                continue                      # "ew": the 8-bit GEMV; "km": the 4-bit one
+                            if (cfg.kind in ("ew2", "km") or cfg.split_k > 1) and kind not in ("int4", "nvfp4"):
                                 continue
                             c = cfg._replace(block_k=min(cfg.block_k, k))
                             y = dispatch.run(kind, layer, x, c)
@@ -80,6 +84,7 @@ CHECK = textwrap.dedent('''
                     # the dispatch, as QuantLinear.forward uses it (CUDA only: None on CPU tensors)
                     x = torch.randn(3, k, device=device, dtype=dtype)
                     y = dispatch.quant_linear(layer, x)
+                    layer.kmajor = None if interp else layer.kmajor
                     none = interp or (dispatch.lookup(kind, n, k, 3) is None and layer.tinygemm is None)
                     assert (y is None) == none, (algo, n, k, y is None)   # None: shapes no kernel takes
     print("quant kernels ok", checked)
@@ -96,9 +101,10 @@ def _run(device: str, dtype: str, shapes: str, ms: str, configs: str, env: dict)
 @needs_triton
 def test_kernels_interpreter_cpu():
     """Every kernel and mode vs the reference: M 1..20 (several M blocks), N tails, bias, pre_quant_scale,
-    block_k below and above the int4 group."""
+    block_k below and above the int4 group, split-K (the K-major GEMV's and tl.dot's) with 1, 2 and 4 splits."""
     _run("cpu", "float16", "[(48, 256)]", "[1, 3, 20]",
          "[('ew', 4, 8, 64, 4), ('ew', 4, 2, 256, 4), ('ew2', 4, 8, 64, 4), ('ew2', 4, 2, 256, 4), "
+         "('km', 4, 32, 0, 1, 1, 1), ('km', 4, 16, 0, 1, 1, 2), ('dot', 16, 16, 64, 4, 1, 4), "
          "('dot', 16, 16, 256, 4, 1), ('dot', 16, 32, 64, 4, 1), ('dot', 16, 16, 64, 4, 1, 2)]",
          {**os.environ, "TRITON_INTERPRET": "1"})
 
@@ -107,7 +113,8 @@ def test_kernels_interpreter_cpu():
 @needs_cuda
 def test_kernels_gpu_qwen3_8b_shapes():
     _run("cuda", "bfloat16", "[(6144, 4096), (1000, 256)]", "[1, 16, 300]",
-         "[('ew', 1, 4, 256, 4), ('ew2', 1, 4, 256, 4), ('dot', 16, 64, 128, 4, 3), ('dot', 64, 32, 128, 4, 3, 2), "
+         "[('ew', 1, 4, 256, 4), ('km', 1, 64, 0, 1, 1, 32), ('km', 4, 128, 0, 1, 3, 8), ('ew2', 1, 4, 256, 4), "
+         "('dot', 16, 64, 128, 4, 3), ('dot', 64, 32, 128, 4, 3, 2), ('dot', 16, 32, 128, 4, 3, 8), "
          "('mm', 0, 0, 0)]", dict(os.environ))
 
 
@@ -115,7 +122,8 @@ def test_dispatch_rules():
     from ember.quantization.kernels import dispatch
 
     assert [dispatch.m_bucket(m) for m in (1, 2, 3, 16, 17, 256, 257, 8192)] == [1, 2, 4, 16, 32, 256, 512, 512]
-    assert dispatch.lookup("int4", 4096, 4096, 1).kind == "ew"
+    assert dispatch.lookup("int4", 4096, 4096, 1).kind == "km"         # (bf16 INT4 goes to tinygemm first)
+    assert dispatch.lookup("int8_wo", 4096, 4096, 1).kind == "ew"
     assert dispatch.lookup("int4", 4096, 4096, 64).kind == "dot"
     assert dispatch.lookup("fp8", 4096, 4096, 1).kind == "mm"
     assert dispatch.lookup("int8_sq", 4096, 4096, 64).kind == "mm"

@@ -187,7 +187,7 @@ def main() -> None:
             ({}, 128), ({}, 256), ({}, 512), ({"block_n": 32}, 256), ({"block_n": 128}, 256),
             ({"num_warps": 2}, 256), ({"num_warps": 8}, 256), ({"num_stages": 2}, 256), ({"num_stages": 4}, 256),
             ({"block_n": 128, "num_warps": 8}, 256)]]
-        pre_sweep = [("prefill_config", KernelConfig(*c), 256) for c in [
+        pre_sweep = [("prefill_config", KernelConfig(*c, mask_edges_only=True), 256) for c in [
             (128, 64, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 8, 3), (128, 128, 8, 2), (64, 32, 4, 4),
             (64, 128, 4, 2)]]
     for b in map(int, args.batches.split(",")):

@@ -29,6 +29,10 @@ class KernelConfig:
     num_stages: int
     fp8_as_f16: bool = True   # fp8 cache: widen e4m3 tiles to fp16 (q * scale and p follow), not to q's dtype
     programs_per_sm: int = 2  # key splits aim at this many programs per SM (decode-only steps with few sequences)
+    # Mask only the key blocks on the causal diagonal, the window edge and the end of a split; the rest run unmasked.
+    # Prefill only: decode's one masked tail block after the loop loses its prefetch (H100 decode b32 ctx1024
+    # 55.9 -> 64.1 us, b64 ctx4096 362.6 -> 433.1 us).
+    mask_edges_only: bool = False
 
 
 def _pow2(n: int) -> int:
@@ -52,8 +56,9 @@ class TritonAttentionBackend(AttentionBackend):
     # first config) 311.2 (1201.1); 128 keys 4 warps 213.8 (816.7); 64 keys 2 warps 203.5 (794.7) us = x1.78 (x1.79).
     fp8_decode_config = KernelConfig(block_m=16, block_n=64, num_warps=2, num_stages=4)
     # 8 x 2048 prefill: bf16 963.6 us; fp8 widened to bf16 1270.3, to fp16 1102.0 (m256 / 8 warps, 32-key or
-    # 2-stage variants all slower): fp8 prefill stays 14 % slower, the widening sits in a compute-bound loop.
-    fp8_prefill_config = KernelConfig(block_m=128, block_n=64, num_warps=4, num_stages=3)
+    # 2-stage variants all slower). Masking only the edge blocks: 1100.8 -> 981.1 us (128 x 128 / 8 warps 1050.9,
+    # 128 x 64 / 8 warps 1225.1), 4.5 % over bf16: the widening sits in a compute-bound loop.
+    fp8_prefill_config = KernelConfig(block_m=128, block_n=64, num_warps=4, num_stages=3, mask_edges_only=True)
 
     def __init__(self, device: torch.device, dtype: torch.dtype) -> None:
         super().__init__(device, dtype)
@@ -65,7 +70,10 @@ class TritonAttentionBackend(AttentionBackend):
         self.max_splits = 64
         self.decode_config = KernelConfig(block_m=16, block_n=64, num_warps=4, num_stages=3)
         # H100, 8 x 2048-token prefill: 4 warps 968 us (284 TFLOP/s) vs 8 warps 1050 us; decode: 4 warps ~= 2 warps.
-        self.prefill_config = KernelConfig(block_m=128, block_n=64, num_warps=4, num_stages=3)
+        # Masking only the edge blocks + longest tiles first: 938.6 us; the other shapes stay slower with it
+        # (benchmarks/prefill_attn_sweep.py: 128 x 128 keys / 8 warps 1007-1036, 256 rows / 8 warps 945.5, 64 rows
+        # 1005-1379, 128 x 64 / 8 warps 964-996; ptxas: 128 rows x 64 keys / 4 warps spills ~0.2 KB, 8 warps none).
+        self.prefill_config = KernelConfig(block_m=128, block_n=64, num_warps=4, num_stages=3, mask_edges_only=True)
         self.use_index_copy = False   # write the cache with torch's index_copy_ instead of the Triton kernel
 
     # -- cache write -------------------------------------------------------------------------------------------
@@ -145,6 +153,7 @@ class TritonAttentionBackend(AttentionBackend):
             BLOCK_Q=block_q, BLOCK_N=cfg.block_n,
             USE_SOFT_CAP=layer.logits_soft_cap is not None, USE_WINDOW=layer.sliding_window is not None,
             FP32_DOT=_fp32_dot(q) and not f16_dot, KV_FP8=fp8, F16_DOT=f16_dot,
+            MASK_EDGES_ONLY=cfg.mask_edges_only,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages)
         if splits > 1:
             kernels.reduce_splits_kernel[(t, hq)](

@@ -32,7 +32,8 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def fp8_step(backend_cls, query_lens, seq_lens, hq=4, hkv=2, d=32, block_size=16, dtype=torch.float32,
-             sliding_window=None, soft_cap=None, min_split_tokens=None, seed=0, device="cpu", fp8_as_f16=None):
+             sliding_window=None, soft_cap=None, min_split_tokens=None, seed=0, device="cpu", fp8_as_f16=None,
+             prefill_tiles=None):
     """One step through `backend_cls` and the torch backend on the same e4m3 cache (shuffled block tables, some
     values beyond 448 * scale so the clamp is exercised); both must equal attention over the dequantized cache."""
     gen = torch.Generator().manual_seed(seed)
@@ -66,6 +67,9 @@ def fp8_step(backend_cls, query_lens, seq_lens, hq=4, hkv=2, d=32, block_size=16
     if fp8_as_f16 is not None:   # the triton backend's choice of dot dtype for e4m3 tiles (default: fp16)
         backend.fp8_decode_config = replace(backend.fp8_decode_config, fp8_as_f16=fp8_as_f16)
         backend.fp8_prefill_config = replace(backend.fp8_prefill_config, fp8_as_f16=fp8_as_f16)
+    if prefill_tiles is not None:   # (block_m, block_n): small tiles reach the unmasked interior at tiny shapes
+        block_m, block_n = prefill_tiles
+        backend.fp8_prefill_config = replace(backend.fp8_prefill_config, block_m=block_m, block_n=block_n)
     got, _ = run(backend, got_cache, k, v)
     assert got_cache.dtype == FP8_KV_DTYPE
     differ = (got_cache.view(torch.uint8) != ref_cache.view(torch.uint8)).float().mean().item()
@@ -110,6 +114,8 @@ CPU_CASES = [   # (query_lens, seq_lens, kwargs): decode with and without splits
     ([1, 9], [20, 30], dict(hq=8, hkv=2, dtype=torch.bfloat16, seed=3, fp8_as_f16=False)),    # tiles -> q dtype
     ([1, 1, 7], [33, 64, 40], dict(hq=4, hkv=2, dtype=torch.float16, min_split_tokens=16, seed=5)),
     ([1, 5], [21, 37], dict(hq=2, hkv=1, d=80, seed=4)),
+    ([40, 1, 23], [60, 70, 23], dict(hq=8, hkv=2, dtype=torch.bfloat16, sliding_window=24, seed=6,
+                                     prefill_tiles=(16, 16))),
 ]
 
 

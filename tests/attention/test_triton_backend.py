@@ -50,6 +50,7 @@ def _load_backend():
 
 
 TritonAttentionBackend = _load_backend()
+from ember.attention.triton_backend import KernelConfig  # noqa: E402 - after the interpreter-mode import above
 
 
 @pytest.fixture(autouse=True)
@@ -60,8 +61,9 @@ TOL = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 2e-2}
 
 
 def compare_step(query_lens, seq_lens, hq=4, hkv=1, d=32, block_size=16, dtype=torch.float32, sliding_window=None,
-                 soft_cap=None, min_split_tokens=None, seed=0, device=DEVICE):
-    """Run one engine step through both backends on identical caches with shuffled block tables; compare."""
+                 soft_cap=None, min_split_tokens=None, seed=0, device=DEVICE, **backend_attrs):
+    """Run one engine step through both backends on identical caches with shuffled block tables; compare.
+    `backend_attrs` are set on the triton backend (prefill_config, num_sms, ...)."""
     gen = torch.Generator().manual_seed(seed)
     per_seq = [math.ceil(s / block_size) for s in seq_lens]
     num_blocks = sum(per_seq) + 3
@@ -80,6 +82,8 @@ def compare_step(query_lens, seq_lens, hq=4, hkv=1, d=32, block_size=16, dtype=t
     tri = TritonAttentionBackend(device, dtype)
     if min_split_tokens is not None:
         tri.min_split_tokens = min_split_tokens
+    for name, value in backend_attrs.items():
+        setattr(tri, name, value)
     want = layer(q, k, v, build_metadata(ref, [ref_cache], block_size, query_lens, seq_lens, tables, device))
     got = layer(q, k, v, build_metadata(tri, [tri_cache], block_size, query_lens, seq_lens, tables, device))
     assert torch.equal(tri_cache, ref_cache)
@@ -111,6 +115,22 @@ def test_mixed_prefill_chunks_with_cached_prefixes(hq, hkv, block_size, window, 
 
 def test_mixed_step_with_splits():
     compare_step([1, 12], [90, 70], hkv=2, hq=8, min_split_tokens=16, sliding_window=50, seed=2)
+
+
+# 4 queries x 4 heads per tile, 16-key blocks: prompts span many blocks, so the unmasked interior, the masked
+# diagonal, the window's lower edge (window 3 is narrower than a tile) and key splits all run.
+SMALL_TILES = KernelConfig(block_m=16, block_n=16, num_warps=4, num_stages=2, mask_edges_only=True)
+
+
+@pytest.mark.parametrize("window,cap", [(None, None), (20, None), (3, None), (None, 5.0), (37, 3.0)])
+def test_prefill_small_tiles(window, cap):
+    # fresh prefill, chunks on cached prefixes at several offsets from the 16-key grid (one ends on a page
+    # boundary), a decode token
+    compare_step([70, 37, 20, 11, 1, 16], [70, 90, 74, 62, 61, 64], hq=8, hkv=2, block_size=8,
+                 sliding_window=window, soft_cap=cap, prefill_config=SMALL_TILES, seed=9)
+    # few programs on many SMs: prefill tiles split their keys too (empty splits past the end included)
+    compare_step([9, 30], [100, 30], hq=8, hkv=2, sliding_window=window, soft_cap=cap, prefill_config=SMALL_TILES,
+                 num_sms=64, min_split_tokens=16, seed=10)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ember.quantization.numerics import fp8, int4, int8, nvfp4
+from ember.quantization.numerics import fp8, int4, int8, nvfp4, w4a8
 
 
 def _fp8(w, g, amax):
@@ -45,9 +45,14 @@ def _nvfp4(w, g, amax):
             "input_scale": amax / (nvfp4.E2M1_MAX * nvfp4.E4M3_MAX)}
 
 
+def _w4a8(w, g, amax):
+    q, s, s2 = w4a8.quantize(w, g or 128)
+    return {"weight": q, "weight_scale": s, "weight_scale_2": s2, "input_scale": amax / fp8.E4M3_MAX}
+
+
 QUANTIZERS: dict[str, Callable] = {"FP8": _fp8, "FP8_PER_CHANNEL_PER_TOKEN": _fp8_rowwise, "W8A16": _int8_wo,
                                    "W8A8_SQ_PER_CHANNEL": _int8_sq, "W4A16_AWQ": _int4, "NVFP4": _nvfp4,
-                                   "NVFP4_AWQ": _nvfp4}
+                                   "NVFP4_AWQ": _nvfp4, "W4A8_AWQ": _w4a8}
 
 
 @torch.no_grad()

@@ -50,12 +50,13 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def fp8_scaled_mm(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor, input_scale: torch.Tensor,
-                  bias: torch.Tensor | None) -> torch.Tensor:
-    """FP8 W8A8 (per-tensor scales, read at [0]) on FP8 tensor cores: quantize kernel + `torch._scaled_mm`."""
+                  bias: torch.Tensor | None, pqs: torch.Tensor | None = None) -> torch.Tensor:
+    """FP8 W8A8 (per-tensor scales, read at [0]) on FP8 tensor cores: quantize kernel (x * pqs first, if given) +
+    `torch._scaled_mm`."""
     x2 = _rows(x)
     m, n = x2.shape[0], weight.shape[0]
     out_dtype = x.dtype if x.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
-    q = quantize_act(x2, "fp8", input_scale, None, pad_to=16)   # _scaled_mm wants M a multiple of 16
+    q = quantize_act(x2, "fp8", input_scale, pqs, pad_to=16)   # _scaled_mm wants M a multiple of 16
     y = torch._scaled_mm(q, weight.t(), scale_a=input_scale[:1].reshape(()), scale_b=weight_scale[:1].reshape(()),
                          bias=bias, out_dtype=out_dtype)
     return y[:m].to(x.dtype).view(*x.shape[:-1], n)

@@ -6,7 +6,8 @@ Kernels by format (`quant_algo` -> kind):
   and "ew2" (w4a16.py elementwise) for M <= 4, w4a16.py "dot" (optionally split-K) for any M;
   FP8 -> fp8, FP8_PER_CHANNEL_PER_TOKEN -> fp8_rowwise, W8A16 -> int8_wo, W8A8_SQ_PER_CHANNEL -> int8_sq
   (w8.py: the activation quantized in registers; "mm" configs: act_quant.py + cuBLAS, FP8 per-tensor at every M
-  and SmoothQuant INT8 at M > 16 where measured faster; FP8RowWise always runs w8.py).
+  and SmoothQuant INT8 at M > 16 where measured faster; FP8RowWise always runs w8.py); W4A8_AWQ -> w4a8 (the FP8
+  weight staged at load, w4a8_fp8.py, then the FP8 "mm" path at every M).
 A Config per (kind, N, K, M bucket) comes from `TABLE` (measured on an H100 by benchmarks/quant_bench.py) or, for
 shapes not measured, from `default_config`. CPU tensors, fp32 activations, formats not listed here and shapes the
 kernels cannot take (K not a multiple of 16) return None. EMBER_QUANT_KERNELS=0 turns all of it off (A/B runs).
@@ -25,7 +26,8 @@ from ember.quantization.kernels.table import MEASURED
 ENABLED = os.environ.get("EMBER_QUANT_KERNELS", "1") != "0"
 
 KINDS = {"W4A16_AWQ": "int4", "NVFP4": "nvfp4", "NVFP4_AWQ": "nvfp4", "FP8": "fp8",
-         "FP8_PER_CHANNEL_PER_TOKEN": "fp8_rowwise", "W8A16": "int8_wo", "W8A8_SQ_PER_CHANNEL": "int8_sq"}
+         "FP8_PER_CHANNEL_PER_TOKEN": "fp8_rowwise", "W8A16": "int8_wo", "W8A8_SQ_PER_CHANNEL": "int8_sq",
+         "W4A8_AWQ": "w4a8"}
 _W8_ACT = {"fp8": "fp8", "fp8_rowwise": "fp8_token", "int8_wo": "none", "int8_sq": "int8"}
 
 
@@ -50,7 +52,7 @@ def m_bucket(m: int) -> int:
 
 def default_config(kind: str, m: int) -> Config:
     """A reasonable config for shapes the table has not measured."""
-    if kind == "fp8" or (kind == "int8_sq" and m > 16):
+    if kind in ("fp8", "w4a8") or (kind == "int8_sq" and m > 16):
         return Config("mm", 0, 0, 0)          # cuBLAS FP8 beat the FP8 GEMV at every M measured
     if m <= 4 and kind in ("int4", "nvfp4"):
         return Config("km", m_bucket(m), 64, 0, 1, 1, 32)
@@ -67,7 +69,7 @@ def lookup(kind: str, n: int, k: int, m: int) -> Config | None:
     """The config for this call, its block_k shrunk to divide K; None where no kernel can take the shape."""
     cfg = TABLE.get((kind, n, k, m_bucket(m))) or default_config(kind, m)
     if cfg.kind == "mm":
-        ok = kind in ("fp8", "int8_sq") and k % 16 == 0 and n % 16 == 0 and (kind == "fp8" or m > 16)
+        ok = k % 16 == 0 and n % 16 == 0 and (kind in ("fp8", "w4a8") or kind == "int8_sq" and m > 16)
         return cfg if ok else None
     if cfg.kind == "km":
         return cfg if m <= cfg.block_m else None     # the K-major copy exists where finalize_ could make it
@@ -90,6 +92,8 @@ def quant_linear(layer, x: torch.Tensor) -> torch.Tensor | None:
     if tg is not None and 0 < m <= tinygemm.MAX_M:
         return tinygemm.linear(x, *tg, layer.kernel_pqs, layer.bias, layer.out_features)
     cfg = lookup(kind, layer.out_features, k, m) if m else None
+    if kind == "w4a8" and layer.fp8_weight is None:
+        return None
     if cfg is not None and cfg.kind == "km" and layer.kmajor is None:
         cfg = lookup(kind, layer.out_features, k, 16)      # a tl.dot config takes any M <= 16
     return None if cfg is None else run(kind, layer, x, cfg)
@@ -114,6 +118,9 @@ def run(kind: str, layer, x: torch.Tensor, cfg: Config) -> torch.Tensor:
         from ember.quantization.kernels import act_quant
         if kind == "int8_sq":
             return act_quant.int8_int_mm(x, layer.weight, layer.weight_scale, input_scale, pqs, bias)
+        if kind == "w4a8":
+            w8, scale_2, in_scale = layer.fp8_weight
+            return act_quant.fp8_scaled_mm(x, w8, scale_2, in_scale, bias, pqs)
         return act_quant.fp8_scaled_mm(x, layer.weight, layer.weight_scale, input_scale, bias)
     from ember.quantization.kernels.w8 import w8_linear
     return w8_linear(x, layer.weight, layer.weight_scale, kind != "fp8", _W8_ACT[kind], input_scale, pqs, bias, cfg)

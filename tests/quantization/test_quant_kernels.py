@@ -28,8 +28,9 @@ CHECK = textwrap.dedent('''
     shapes, ms, configs = eval(sys.argv[3]), eval(sys.argv[4]), [Config(*c) for c in eval(sys.argv[5])]
     interp = device == "cpu"
     ALGOS = {"int4": ["W4A16_AWQ"], "nvfp4": ["NVFP4", "NVFP4_AWQ"], "fp8": ["FP8"],
-             "fp8_rowwise": ["FP8_PER_CHANNEL_PER_TOKEN"], "int8_wo": ["W8A16"], "int8_sq": ["W8A8_SQ_PER_CHANNEL"]}
-    GROUPS = {"W4A16_AWQ": 128, "NVFP4": 16, "NVFP4_AWQ": 16}
+             "fp8_rowwise": ["FP8_PER_CHANNEL_PER_TOKEN"], "int8_wo": ["W8A16"], "int8_sq": ["W8A8_SQ_PER_CHANNEL"],
+             "w4a8": ["W4A8_AWQ"]}
+    GROUPS = {"W4A16_AWQ": 128, "NVFP4": 16, "NVFP4_AWQ": 16, "W4A8_AWQ": 128}
     checked = 0
     for kind, algos in ALGOS.items():
         for algo in algos:
@@ -66,7 +67,9 @@ CHECK = textwrap.dedent('''
                         ref = F.linear(xa.double(), w, None if layer.bias is None else layer.bias.double())
                         base = ((F.linear(xa, w.to(dtype), layer.bias).double() - ref).norm() / ref.norm()).item()
                         for cfg in configs:
-                            if cfg.kind == "mm" and (interp or kind not in ("fp8", "int8_sq")
+                            if kind == "w4a8" and (cfg.kind != "mm" or interp):
+                                continue                      # W4A8 runs the FP8 "mm" path only (CUDA)
+                            if cfg.kind == "mm" and (interp or kind not in ("fp8", "int8_sq", "w4a8")
                                                      or (kind == "int8_sq" and m <= 16) or n % 16):
                                 continue
                             if cfg.kind in ("ew", "ew2", "km") and m > cfg.block_m:

@@ -1,0 +1,24 @@
+"""W4A8_AWQ on the GPU: the INT4 weight staged once, at load, into the FP8 weight the format defines, then FP8 W8A8.
+
+Why no 4-bit kernel: a W4A8 weight *is* e4m3(q * weight_scale / weight_scale_2) * weight_scale_2 (ModelOpt's
+W4A8_AWQ, formats.W4A8AWQ.weight), so computing that FP8 tensor once gives exactly the checkpoint's numerics, and the
+matmul then runs where Hopper is fastest: FP8 tensor cores (`act_quant.fp8_scaled_mm`, the `fp8` recipe's path),
+with the activation multiplied by pre_quant_scale and quantized to e4m3 in one kernel. The price is memory: the
+layer holds 8 bits a weight on the GPU beside its 4-bit checkpoint tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ember.quantization.numerics import fp8, int4
+
+
+@torch.no_grad()
+def prepare(layer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(weight e4m3 [N, K], weight_scale_2 fp32 [1], input_scale fp32 [1]) of a finalized W4A8_AWQ QuantLinear
+    (finalize gave the fused shards one weight_scale_2; the activation uses the largest input_scale, as act())."""
+    scale_2 = layer.weight_scale_2.float().max().reshape(1)
+    w = int4.dequantize(layer.weight, layer.weight_scale) / scale_2                   # [N, K] fp32
+    w8 = w.clamp(-fp8.E4M3_MAX, fp8.E4M3_MAX).to(torch.float8_e4m3fn).contiguous()
+    return w8, scale_2, layer.input_scale.float().max().reshape(1)

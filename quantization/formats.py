@@ -67,7 +67,7 @@ def _per_row(scalars: torch.Tensor, shard_rows: list[int]) -> torch.Tensor:
 
 
 def _fake_fp8(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return ((x.float() / scale).clamp(-fp8.E4M3_MAX, fp8.E4M3_MAX).to(torch.float8_e4m3fn).float() * scale).to(x.dtype)
+    return (fp8.cast(x, scale).float() * scale).to(x.dtype)
 
 
 class FP8(Format):
@@ -89,7 +89,7 @@ class FP8(Format):
         s = t["weight_scale"]
         if bool((s != s.max()).any()):
             w = self.weight(t, shard_rows)
-            t["weight"].copy_((w / s.max()).clamp(-fp8.E4M3_MAX, fp8.E4M3_MAX).to(torch.float8_e4m3fn))
+            t["weight"].copy_(fp8.cast(w, s.max()))
             s.fill_(s.max())
         super().finalize(t, shard_rows)
 

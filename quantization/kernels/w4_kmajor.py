@@ -137,10 +137,9 @@ def gemv(x: torch.Tensor, packed: torch.Tensor, scale_t: torch.Tensor, scale_2: 
         split //= 2
     ws, cnt = splitk.workspace(x.device)
     y = torch.empty(m, n, dtype=x.dtype, device=x.device)
-    any_ = scale_t
-    _kmajor_kernel[(tiles, split)](
-        x2, packed, scale_t, scale_2 if scale_2 is not None else any_, pqs if pqs is not None else any_,
-        bias if bias is not None else any_, y, ws, cnt, m, n, x2.stride(0), y.stride(0), GROUP=group,
+    _kmajor_kernel[(tiles, split)](      # absent optional tensors: any pointer (the kernel never reads it)
+        x2, packed, scale_t, scale_2 if scale_2 is not None else scale_t, pqs if pqs is not None else scale_t,
+        bias if bias is not None else scale_t, y, ws, cnt, m, n, x2.stride(0), y.stride(0), GROUP=group,
         NVFP4=scale_2 is not None, HAS_PQS=pqs is not None, HAS_BIAS=bias is not None, BLOCK_M=cfg.block_m,
         BLOCK_N=cfg.block_n, BLOCKS=blocks // split, SPLIT=split, num_warps=cfg.num_warps,
         num_stages=cfg.num_stages)

@@ -19,6 +19,5 @@ def prepare(layer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(weight e4m3 [N, K], weight_scale_2 fp32 [1], input_scale fp32 [1]) of a finalized W4A8_AWQ QuantLinear
     (finalize gave the fused shards one weight_scale_2; the activation uses the largest input_scale, as act())."""
     scale_2 = layer.weight_scale_2.float().max().reshape(1)
-    w = int4.dequantize(layer.weight, layer.weight_scale) / scale_2                   # [N, K] fp32
-    w8 = w.clamp(-fp8.E4M3_MAX, fp8.E4M3_MAX).to(torch.float8_e4m3fn).contiguous()
+    w8 = fp8.cast(int4.dequantize(layer.weight, layer.weight_scale), scale_2)      # [N, K], as fp8_stage
     return w8, scale_2, layer.input_scale.float().max().reshape(1)

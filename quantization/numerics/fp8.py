@@ -29,6 +29,11 @@ def quantize_per_channel(w: torch.Tensor, amax: torch.Tensor | None = None) -> t
     return (w / scale[:, None]).to(torch.float8_e4m3fn), scale
 
 
+def cast(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Static-scale FP8: clamp(x / scale, -448, 448) computed in fp32, cast to e4m3fn (round to nearest even)."""
+    return (x.float() / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+
+
 def dequantize(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """float8 [N, K] with a scalar or [N] scale -> [N, K] in `dtype`."""
     scale = scale.float()

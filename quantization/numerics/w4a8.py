@@ -32,7 +32,7 @@ def fp8_stage(w_int4: torch.Tensor, scale_2: torch.Tensor) -> torch.Tensor:
     """The INT4-dequantized weight [N, K] through the FP8 quantizer: e4m3(w / scale_2) * scale_2, fp32.
     `scale_2` is a scalar or per row [N, 1]; |w / scale_2| <= 448 when scale_2 comes from `global_scale`."""
     scale_2 = scale_2.float()
-    return (w_int4.float() / scale_2).clamp(-fp8.E4M3_MAX, fp8.E4M3_MAX).to(torch.float8_e4m3fn).float() * scale_2
+    return fp8.cast(w_int4, scale_2).float() * scale_2
 
 
 def dequantize(packed: torch.Tensor, scale: torch.Tensor, scale_2: torch.Tensor,

@@ -87,7 +87,6 @@ CHECK = textwrap.dedent('''
                     # the dispatch, as QuantLinear.forward uses it (CUDA only: None on CPU tensors)
                     x = torch.randn(3, k, device=device, dtype=dtype)
                     y = dispatch.quant_linear(layer, x)
-                    layer.kmajor = None if interp else layer.kmajor
                     none = interp or (dispatch.lookup(kind, n, k, 3) is None and layer.tinygemm is None)
                     assert (y is None) == none, (algo, n, k, y is None)   # None: shapes no kernel takes
     print("quant kernels ok", checked)

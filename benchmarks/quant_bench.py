@@ -36,22 +36,28 @@ from ember.quantization.random_quant import fill_random_
 
 SHAPES = {"qkv": (6144, 4096), "o_proj": (4096, 4096), "gate_up": (24576, 4096), "down": (4096, 12288)}
 ALGO = {"int4": ("W4A16_AWQ", 128), "nvfp4": ("NVFP4", 16), "fp8": ("FP8", None), "int8_wo": ("W8A16", None),
-        "int8_sq": ("W8A8_SQ_PER_CHANNEL", None), "fp8_rowwise": ("FP8_PER_CHANNEL_PER_TOKEN", None)}
+        "int8_sq": ("W8A8_SQ_PER_CHANNEL", None), "fp8_rowwise": ("FP8_PER_CHANNEL_PER_TOKEN", None),
+        "w4a8": ("W4A8_AWQ", 128)}
 OUT: dict = {"micro": [], "e2e": []}
 
 
 def candidates(kind: str, m: int) -> list[Config]:
     """Configs tried per M (block_n counts packed rows for int4: two output rows each); km, ew2 and split-K are
-    4-bit only; FP8 tries its GEMV only at M <= 2 (cuBLAS FP8 won everywhere in earlier runs); FP8RowWise has
-    no cuBLAS path."""
+    4-bit only; FP8 (and W4A8, on its FP8 weight) tries its GEMV at M <= 4 (cuBLAS FP8 won above in earlier runs);
+    FP8RowWise has no cuBLAS path."""
     four = kind in ("int4", "nvfp4")
-    mm = [Config("mm", 0, 0, 0)] if kind == "fp8" or (kind == "int8_sq" and m > 16) else []
+    mm = [Config("mm", 0, 0, 0)] if kind in ("fp8", "w4a8") or (kind == "int8_sq" and m > 16) else []
     bm = 1 << (m - 1).bit_length()
-    if kind == "fp8":
-        return mm + ([Config("ew", bm, 4, 512, 4, 1)] if m <= 2 else [])
+    if kind in ("fp8", "w4a8"):
+        ew = {1: [(2, 1024, 4, 1), (4, 1024, 4, 1), (4, 2048, 4, 1), (8, 1024, 4, 1), (8, 2048, 8, 1),
+                  (2, 2048, 4, 1), (4, 512, 4, 1), (16, 1024, 8, 1), (4, 1024, 4, 2), (8, 512, 4, 1)],
+              2: [(2, 1024, 4, 1), (4, 1024, 8, 1), (4, 512, 4, 1), (8, 512, 8, 1), (2, 2048, 8, 1)],
+              4: [(2, 1024, 8, 1), (4, 512, 8, 1), (2, 512, 4, 1), (4, 256, 4, 1)]}.get(bm, [])
+        return mm + [Config("ew", bm, n, k, w, st) for n, k, w, st in ew]
     if m <= 4 and four:
-        km = [(64, 1, 1, 32), (64, 1, 1, 16), (64, 1, 3, 32), (128, 1, 3, 32), (128, 1, 1, 16), (256, 2, 1, 16),
-              (64, 2, 1, 32), (128, 2, 1, 32), (128, 4, 1, 32), (256, 4, 1, 32), (256, 8, 1, 16)]
+        km = [(64, 1, 1, 32), (64, 1, 1, 16), (128, 1, 1, 16), (256, 2, 1, 16), (64, 2, 1, 32), (128, 2, 1, 32),
+              (128, 4, 1, 32), (256, 4, 1, 32), (128, 2, 3, 8), (128, 4, 3, 4), (64, 2, 3, 8), (256, 4, 3, 4),
+              (128, 2, 4, 4), (64, 1, 3, 8), (128, 4, 2, 8), (256, 8, 3, 8)]
         return ([Config("km", bm, n, 0, w, s, sk) for n, w, s, sk in km]
                 + [Config("ew2", bm, 4, 256, 4, 1), Config("dot", 16, 32, 128, 4, 3, 4)])
     if m <= 4:
@@ -136,7 +142,7 @@ def micro(args, t_start: float) -> dict:
                     old = eager_time_us(lambda i: layers[i % len(layers)](x), calls)
                     dispatch.ENABLED = True
                 tg = None            # INT4 at M <= 4 in bf16 runs tinygemm (dispatch.quant_linear), not the table
-                if one.tinygemm is not None and m <= tinygemm.MAX_M:
+                if one.tinygemm is not None:        # (timed at every M: where its MAX_M should lie)
                     tg = graph_time_us(lambda i: tinygemm.linear(x, *layers[i % len(layers)].tinygemm, None, None,
                                                                  n), calls)
                 res, best = [], None

@@ -7,7 +7,7 @@ Kernels by format (`quant_algo` -> kind):
   FP8 -> fp8, FP8_PER_CHANNEL_PER_TOKEN -> fp8_rowwise, W8A16 -> int8_wo, W8A8_SQ_PER_CHANNEL -> int8_sq
   (w8.py: the activation quantized in registers; "mm" configs: act_quant.py + cuBLAS, FP8 per-tensor at every M
   and SmoothQuant INT8 at M > 16 where measured faster; FP8RowWise always runs w8.py); W4A8_AWQ -> w4a8 (the FP8
-  weight staged at load, w4a8_fp8.py, then the FP8 "mm" path at every M).
+  weight staged at load, w4a8_fp8.py, then whatever the table chose for FP8 at that shape: w8.py or "mm").
 A Config per (kind, N, K, M bucket) comes from `TABLE` (measured on an H100 by benchmarks/quant_bench.py) or, for
 shapes not measured, from `default_config`. CPU tensors, fp32 activations, formats not listed here and shapes the
 kernels cannot take (K not a multiple of 16) return None. EMBER_QUANT_KERNELS=0 turns all of it off (A/B runs).
@@ -67,7 +67,8 @@ def default_config(kind: str, m: int) -> Config:
 
 def lookup(kind: str, n: int, k: int, m: int) -> Config | None:
     """The config for this call, its block_k shrunk to divide K; None where no kernel can take the shape."""
-    cfg = TABLE.get((kind, n, k, m_bucket(m))) or default_config(kind, m)
+    # why: W4A8 runs on its staged FP8 weight, the same GEMMs as FP8 (plus a pre_quant_scale multiply)
+    cfg = TABLE.get(("fp8" if kind == "w4a8" else kind, n, k, m_bucket(m))) or default_config(kind, m)
     if cfg.kind == "mm":
         ok = k % 16 == 0 and n % 16 == 0 and (kind in ("fp8", "w4a8") or kind == "int8_sq" and m > 16)
         return cfg if ok else None
@@ -123,4 +124,7 @@ def run(kind: str, layer, x: torch.Tensor, cfg: Config) -> torch.Tensor:
             return act_quant.fp8_scaled_mm(x, w8, scale_2, in_scale, bias, pqs)
         return act_quant.fp8_scaled_mm(x, layer.weight, layer.weight_scale, input_scale, bias)
     from ember.quantization.kernels.w8 import w8_linear
+    if kind == "w4a8":
+        w8, scale_2, in_scale = layer.fp8_weight
+        return w8_linear(x, w8, scale_2, False, "fp8", in_scale, pqs, bias, cfg)
     return w8_linear(x, layer.weight, layer.weight_scale, kind != "fp8", _W8_ACT[kind], input_scale, pqs, bias, cfg)

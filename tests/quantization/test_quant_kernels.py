@@ -67,8 +67,8 @@ CHECK = textwrap.dedent('''
                         ref = F.linear(xa.double(), w, None if layer.bias is None else layer.bias.double())
                         base = ((F.linear(xa, w.to(dtype), layer.bias).double() - ref).norm() / ref.norm()).item()
                         for cfg in configs:
-                            if kind == "w4a8" and (cfg.kind != "mm" or interp):
-                                continue                      # W4A8 runs the FP8 "mm" path only (CUDA)
+                            if kind == "w4a8" and (cfg.kind not in ("mm", "ew") or interp):
+                                continue                      # W4A8 runs its FP8 weight's paths (CUDA only)
                             if cfg.kind == "mm" and (interp or kind not in ("fp8", "int8_sq", "w4a8")
                                                      or (kind == "int8_sq" and m <= 16) or n % 16):
                                 continue
@@ -127,7 +127,9 @@ def test_dispatch_rules():
     assert dispatch.lookup("int4", 4096, 4096, 1).kind == "km"         # (bf16 INT4 goes to tinygemm first)
     assert dispatch.lookup("int8_wo", 4096, 4096, 1).kind == "ew"
     assert dispatch.lookup("int4", 4096, 4096, 64).kind == "dot"
-    assert dispatch.lookup("fp8", 4096, 4096, 1).kind == "mm"
+    assert dispatch.lookup("fp8", 4096, 4096, 1).kind == "ew"          # the FP8 GEMV beat cuBLAS there
+    assert dispatch.lookup("fp8", 6144, 4096, 1).kind == "mm"
+    assert dispatch.lookup("w4a8", 4096, 4096, 1) == dispatch.lookup("fp8", 4096, 4096, 1)   # its FP8 weight
     assert dispatch.lookup("int8_sq", 4096, 4096, 64).kind == "mm"
     assert dispatch.lookup("int8_sq", 4096, 4100, 64) is None          # _int_mm needs K % 8 (here % 16)
     assert dispatch.lookup("int4", 4096, 200, 8) is None                 # K not a multiple of 16

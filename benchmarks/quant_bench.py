@@ -101,7 +101,7 @@ def make_layer(kind: str, n: int, k: int) -> QuantLinear:
 
 
 def reference(kind: str, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
-    t = layer.tensors()
+    t = {name: v.to(x.device) for name, v in layer.tensors().items()}   # (W4A8 keeps some in host memory)
     w = layer.format.weight(t, layer.output_sizes).double()
     xa = x * t["pre_quant_scale"].to(x.dtype) if kind == "nvfp4" and "pre_quant_scale" in t else (
         x if kind == "nvfp4" else layer.format.act(x, t))
@@ -187,6 +187,8 @@ def e2e(args) -> None:
         label = method or "bf16"
         try:
             t0 = time.perf_counter()
+            torch.cuda.synchronize()
+            gpu_before = torch.cuda.memory_allocated()
             model = build_random_model(cfg, torch.bfloat16, torch.device("cuda"))
             bf16_body = sum(p.numel() * p.element_size() for n_, p in model.named_parameters()
                             if p.dim() == 2 and "embed" not in n_ and "lm_head" not in n_)
@@ -196,6 +198,8 @@ def e2e(args) -> None:
             body = sum(p.numel() * p.element_size() for n_, p in model.named_parameters()
                        if p.dim() >= 1 and "embed" not in n_ and "lm_head" not in n_ and "norm" not in n_)
             head = model.lm_head.weight.numel() * model.lm_head.weight.element_size()
+            gc.collect()
+            gpu_model = torch.cuda.memory_allocated() - gpu_before   # the model as served: weights + kernel copies
             built = time.perf_counter() - t0
             ec = EngineConfig(max_num_seqs=64, max_num_tokens=8192, max_model_len=256,
                               kv_cache=KvCacheConfig(num_blocks=1200, enable_prefix_caching=False),
@@ -206,9 +210,10 @@ def e2e(args) -> None:
             row = {"method": label, "b1_tok_s": r1["decode_tokens_per_s"], "b1_itl_p50_ms": r1["itl_p50_ms"],
                    "b64_tok_s": r64["decode_tokens_per_s"], "b64_itl_p50_ms": r64["itl_p50_ms"],
                    "linear_GB": body / 1e9, "bf16_linear_GB": bf16_body / 1e9, "lm_head_GB": head / 1e9,
-                   "build_s": built}
+                   "model_gpu_GB": gpu_model / 1e9, "build_s": built}
             print(f"   {label}: b1 {row['b1_tok_s']:.1f} tok/s, b64 {row['b64_tok_s']:.0f} tok/s, linears "
-                  f"{row['linear_GB']:.2f} GB (+ lm_head {row['lm_head_GB']:.2f} GB), built in {built:.0f} s",
+                  f"{row['linear_GB']:.2f} GB (+ lm_head {row['lm_head_GB']:.2f} GB), model on the GPU "
+                  f"{row['model_gpu_GB']:.2f} GB, built in {built:.0f} s",
                   flush=True)
         except Exception:  # noqa: BLE001
             traceback.print_exc()

@@ -53,6 +53,7 @@ class QuantLinear(nn.Module):
         # which is what the reference `x * pqs.to(x.dtype)` multiplies by); until then the raw parameter
         self.register_buffer("kernel_pqs", getattr(self, "pre_quant_scale", None), persistent=False)
         self.tinygemm = self.kmajor = self.fp8_weight = None   # copies of the weight for GPU kernels (finalize_)
+        self._on_host: tuple[str, ...] = ()   # checkpoint tensors finalize_ moved to host memory (`_to_host_`)
 
     # -- loading -------------------------------------------------------------------------------------------------
     def shard_index(self, shard_id: str | int) -> int:
@@ -96,7 +97,11 @@ class QuantLinear(nn.Module):
         target.copy_(loaded)
 
     def finalize_(self) -> None:
-        """After loading: unify per-shard scales (see Format.finalize), check them, cache the dense weight on CPU."""
+        """After loading: unify per-shard scales (see Format.finalize), check them, cache the dense weight on CPU,
+        make the GPU kernels' copies of the weight. May run again (e.g. after a scale changed)."""
+        for name in self._on_host:                           # an earlier finalize_ moved these off the device
+            getattr(self, name).data = getattr(self, name).data.to(self.weight_scale_2.device)
+        self._on_host = ()
         t = self.tensors()
         self.format.finalize(t, self.output_sizes)
         for name, value in t.items():
@@ -115,6 +120,16 @@ class QuantLinear(nn.Module):
             self.kmajor = w4_kmajor.prepare(self)   # the decode GEMV's layout (w4_kmajor.py)
         elif self.weight.is_cuda and self.format.quant_algo == "W4A8_AWQ":
             self.fp8_weight = w4a8_fp8.prepare(self)  # its FP8 weight, for FP8 tensor cores (w4a8_fp8.py)
+            if w4a8_fp8.serves_every_call(self):
+                self._to_host_("weight", "weight_scale")
+
+    def _to_host_(self, *names: str) -> None:
+        """Move checkpoint tensors that the GPU kernels never read to host memory (export and the fallback still
+        find them; the fallback copies them back per call)."""
+        for name in names:
+            param = getattr(self, name)
+            param.data = param.data.cpu()
+        self._on_host = names
 
     def dense_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The dequantized weight [N, K]."""
@@ -130,6 +145,8 @@ class QuantLinear(nn.Module):
             if type(self.format) is FP8:
                 return self._fp8_scaled_mm(x)
         t = self.tensors()
+        if self.weight.device != x.device:   # checkpoint tensors in host memory (finalize_): copied for this call
+            t = {name: value.to(x.device) for name, value in t.items()}
         xq = self.format.act(x, t)
         w = self._dense if self._dense is not None else self.format.weight(t, self.output_sizes)
         return F.linear(xq, w.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))

@@ -49,7 +49,7 @@ CHECK = textwrap.dedent('''
                         layer.bias.data.normal_()
                     if kind in ("int4", "nvfp4") and layer.kmajor is None:   # CPU, or tinygemm serves it
                         layer.kmajor = w4_kmajor.prepare(layer)
-                    t = layer.tensors()
+                    t = {name: v.to(device) for name, v in layer.tensors().items()}   # (W4A8: some on host)
                     w = fmt.weight(t, layer.output_sizes).double()
                     for m in ms:
                         x = torch.randn(m, k, device=device) * 2
@@ -234,3 +234,37 @@ def test_int4_tinygemm_matches_dequant_matmul_gpu():
             y = dispatch.quant_linear(layer, x)
             err = ((y.float() - ref).norm() / ref.norm()).item()
             assert err < 1e-2, (sizes, m, err)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_w4a8_gpu_layer_keeps_only_its_fp8_weight_on_the_gpu():
+    """On CUDA the 4-bit tensors go to host memory once the FP8 weight is staged; every path still computes the
+    format's result: the kernels, the dequantize fallback (kernels off), a second finalize_, and tensors()."""
+    from ember.quantization.formats import get_format
+    from ember.quantization.kernels import dispatch
+    from ember.quantization.linear import QuantLinear
+    from ember.quantization.random_quant import fill_random_
+
+    n, k = 512, 1024
+    fmt = get_format("W4A8_AWQ", 128)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    layer = fill_random_(QuantLinear(fmt, k, [n], False, torch.bfloat16, "cuda"),
+                         torch.randn(n, k, device="cuda") * k ** -0.5)
+    held = torch.cuda.memory_allocated() - before
+    assert layer.weight.device.type == "cpu" and layer.weight_scale.device.type == "cpu"
+    assert held < n * k * 1.25            # the e4m3 weight (1 byte a weight) and small scales, no 4-bit copy
+    x = torch.randn(3, k, device="cuda", dtype=torch.bfloat16)
+    t = {name: v.cuda() for name, v in layer.tensors().items()}
+    ref = torch.nn.functional.linear(fmt.act(x, t).double(), fmt.weight(t, [n]).double())
+    y = layer(x)
+    dispatch.ENABLED = False
+    try:
+        y_fallback = layer(x)
+    finally:
+        dispatch.ENABLED = True
+    layer.finalize_()                     # again: the host tensors come back first, then go again
+    assert layer.weight.device.type == "cpu"
+    for out in (y, y_fallback, layer(x)):
+        assert ((out.double() - ref).norm() / ref.norm()).item() < 1e-2

@@ -1,5 +1,5 @@
 """Paged attention in Triton: one flash-attention kernel over the block table for prefill and decode (fresh
-prompts go to PyTorch's FlashAttention varlen kernel where it is faster: flash_prefill.py)."""
+prompts go to PyTorch's SDPA where it is faster: sdpa_prefill.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ember.attention import flash_prefill
+from ember.attention import sdpa_prefill
 from ember.attention.backend import AttentionBackend, AttentionLayerSpec
 from ember.attention.kv_quant import is_fp8, quantize_kv
 from ember.attention.metadata import AttentionMetadata
@@ -116,8 +116,8 @@ class TritonAttentionBackend(AttentionBackend):
             raise ValueError(f"layer {layer.layer_idx}: k_scale / v_scale live on {k_scale.device}, the fp8 KV cache "
                              f"on {kv_cache.device}: call Attention.kv_scales_to_(device) (the ModelRunner does)")
         self.write_kv(kv_cache, k, v, meta.slot_mapping, k_scale, v_scale)
-        if flash_prefill.eligible(layer, q, fp8, meta):      # fresh prompts: FlashAttention over their own k/v
-            return flash_prefill.attend(layer, q, k, v, meta)
+        if sdpa_prefill.eligible(layer, q, fp8, meta):      # fresh prompts: SDPA over their own k/v
+            return sdpa_prefill.attend(layer, q, k, v, meta)
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         if q.shape[0] == 0:
             return out

@@ -184,13 +184,13 @@ class _Meta:
 @pytest.mark.skipif(not ON_GPU, reason="needs a CUDA GPU")
 @pytest.mark.parametrize("window", [None, 200])
 def test_gpu_fresh_prompts_take_the_sdpa_route(window, monkeypatch):
-    """Fresh prompts (two of one length: one SDPA call for both) run PyTorch's SDPA (flash_prefill.py), checked
+    """Fresh prompts (two of one length: one SDPA call for both) run PyTorch's SDPA (sdpa_prefill.py), checked
     against the torch reference like every other step; a sliding window keeps the paged kernel."""
-    from ember.attention import flash_prefill
+    from ember.attention import sdpa_prefill
 
     calls = []
-    real = flash_prefill.attend
-    monkeypatch.setattr(flash_prefill, "attend", lambda *a: calls.append(1) or real(*a))
+    real = sdpa_prefill.attend
+    monkeypatch.setattr(sdpa_prefill, "attend", lambda *a: calls.append(1) or real(*a))
     lens = [1024, 1024, 700, 530, 300]
     compare_step(lens, lens, hq=32, hkv=8, d=128, dtype=torch.bfloat16, sliding_window=window, seed=9)
     assert len(calls) == (1 if window is None else 0)

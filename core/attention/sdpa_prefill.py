@@ -4,10 +4,10 @@ A prompt with no cached prefix attends only to its own new keys, which the step 
 no block table is needed and `F.scaled_dot_product_attention` can run it: consecutive prompts of one length form
 one [g, n, H, D] slab and one call (a view, no copy). Why: on the H100 (Qwen3-8B heads, 8 x 2048, bf16) SDPA picks
 cuDNN's kernel, ~500 us a layer against ~1,000 us for the paged Triton kernel and for FlashAttention-2 (SDPA's
-flash backend and `torch.nn.attention.varlen`, measured in the same run: benchmarks/flash_prefill_ab.py,
+flash backend and `torch.nn.attention.varlen`, measured in the same run: benchmarks/sdpa_prefill_ab.py,
 docs/performance.md). The paged kernel stays for decode, cached prefixes (chunked prefill, prefix reuse), fp8
 caches (attention must see the cached e4m3 values, as the decode steps do), sliding windows and soft caps (SDPA
-has neither), and CUDA-graph capture. EMBER_FLASH_PREFILL=0 keeps every prefill on Triton (A/B).
+has neither), and CUDA-graph capture. EMBER_SDPA_PREFILL=0 keeps every prefill on Triton (A/B).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ember.attention.backend import AttentionLayerSpec
 from ember.attention.metadata import AttentionMetadata
 
-ENABLED = os.environ.get("EMBER_FLASH_PREFILL", "1") != "0"
+ENABLED = os.environ.get("EMBER_SDPA_PREFILL", "1") != "0"
 # Steps whose prompts average fewer new tokens stay on the Triton kernel (one launch for the whole step there;
 # here one launch per run of equal lengths).
 MIN_TOKENS_PER_SEQ = 256

@@ -1,11 +1,11 @@
-"""Which prefill steps the FlashAttention varlen route takes (ember.attention.flash_prefill); its numerics are
+"""Which prefill steps the SDPA route takes (ember.attention.sdpa_prefill); its numerics are
 checked on the GPU against the torch reference (tests/attention/test_triton_backend.py)."""
 
 from __future__ import annotations
 
 import torch
 
-from ember.attention import flash_prefill
+from ember.attention import sdpa_prefill
 from ember.attention.metadata import build_metadata
 from ember.attention.torch_backend import TorchAttentionBackend
 from ember.layers.attention import Attention
@@ -19,15 +19,15 @@ def meta(query_lens, seq_lens):
 
 
 def test_only_whole_fresh_prompts_long_enough_route():
-    n = flash_prefill.MIN_TOKENS_PER_SEQ
-    assert flash_prefill.fresh_prompts(meta([n, n + 8], [n, n + 8]))
-    assert not flash_prefill.fresh_prompts(meta([n, n], [n + 40, n]))         # a cached prefix: paged kernel
-    assert not flash_prefill.fresh_prompts(meta([1, 1], [n, n]))              # decode
-    assert not flash_prefill.fresh_prompts(meta([n // 4, n // 4], [n // 4, n // 4]))   # short prompts
+    n = sdpa_prefill.MIN_TOKENS_PER_SEQ
+    assert sdpa_prefill.fresh_prompts(meta([n, n + 8], [n, n + 8]))
+    assert not sdpa_prefill.fresh_prompts(meta([n, n], [n + 40, n]))         # a cached prefix: paged kernel
+    assert not sdpa_prefill.fresh_prompts(meta([1, 1], [n, n]))              # decode
+    assert not sdpa_prefill.fresh_prompts(meta([n // 4, n // 4], [n // 4, n // 4]))   # short prompts
 
 
 def test_cpu_tensors_never_route():
-    n = flash_prefill.MIN_TOKENS_PER_SEQ
+    n = sdpa_prefill.MIN_TOKENS_PER_SEQ
     layer = Attention(0, 2, 1, 8, scale=8 ** -0.5)
     q = torch.zeros(2 * n, 2, 8)
-    assert not flash_prefill.eligible(layer, q, False, meta([n, n], [n, n]))
+    assert not sdpa_prefill.eligible(layer, q, False, meta([n, n], [n, n]))

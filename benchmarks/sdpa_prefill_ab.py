@@ -1,7 +1,7 @@
-"""Fresh-prompt prefill: the SDPA route (ember.attention.flash_prefill) vs the paged Triton kernel, per layer call
+"""Fresh-prompt prefill: the SDPA route (ember.attention.sdpa_prefill) vs the paged Triton kernel, per layer call
 and end to end, in one GPU run; FlashAttention-2 (torch.nn.attention.varlen) timed beside them.
 
-    python benchmarks/make_shim.py /tmp/shim && PYTHONPATH=/tmp/shim python benchmarks/flash_prefill_ab.py
+    python benchmarks/make_shim.py /tmp/shim && PYTHONPATH=/tmp/shim python benchmarks/sdpa_prefill_ab.py
 
 1. Per layer call (Qwen3-8B heads 32/8/128, bf16, random data, shuffled paged cache, cache write included): the
    Triton backend with the route off and on, each checked against fp32 SDPA on the step's own k/v, and
@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from attention_bench import bench, make_step, rel_err  # noqa: E402 - benchmarks/ is no package
 
-from ember.attention import flash_prefill  # noqa: E402
+from ember.attention import sdpa_prefill  # noqa: E402
 from ember.attention.metadata import build_metadata  # noqa: E402
 from ember.attention.triton_backend import TritonAttentionBackend  # noqa: E402
 from ember.layers.attention import Attention  # noqa: E402
@@ -48,13 +48,13 @@ def layer_calls(hq: int, hkv: int, d: int, bs: int) -> None:
             meta = build_metadata(backend, [cache.clone()], bs, [n] * b, [n] * b, tables, dev)
 
             def fn():
-                flash_prefill.ENABLED = on          # read at call time: set it in every timed call
+                sdpa_prefill.ENABLED = on          # read at call time: set it in every timed call
                 return layer(q, k, v, meta)
             return fn, fn()
 
         fn_off, out_off = run(False)
         fn_on, out_on = run(True)
-        assert flash_prefill.eligible(layer, q, False, build_metadata(backend, [cache], bs, [n] * b, [n] * b,
+        assert sdpa_prefill.eligible(layer, q, False, build_metadata(backend, [cache], bs, [n] * b, [n] * b,
                                                                       tables, dev)), "route not eligible"
         args = tuple(x.view(b, n, -1, d).transpose(1, 2).float() for x in (q, k, v))
         want = torch.nn.functional.scaled_dot_product_attention(*args, is_causal=True, enable_gqa=True)
@@ -71,15 +71,15 @@ def layer_calls(hq: int, hkv: int, d: int, bs: int) -> None:
             fa2 = f" | FA2 varlen: {type(exc).__name__}"
         print(f"  {b} x {n}: triton {t_off:8.1f} us (err {rel_err(out_off, want):.1e}) | SDPA route {t_on:8.1f} us "
               f"(err {rel_err(out_on, want):.1e}) -> x{t_off / t_on:.2f}{fa2}", flush=True)
-    flash_prefill.ENABLED = True
+    sdpa_prefill.ENABLED = True
 
 
 def end_to_end(batch: int, input_len: int) -> None:
     from ember.cli import bench as bench_cmd
 
-    flash_prefill.attend = counting(flash_prefill.attend)
+    sdpa_prefill.attend = counting(sdpa_prefill.attend)
     for on in (False, True, False, True):
-        flash_prefill.ENABLED = on
+        sdpa_prefill.ENABLED = on
         CALLS[0] = 0
         parser = argparse.ArgumentParser(prog="ember")
         bench_cmd.add_parser(parser.add_subparsers(dest="command"))

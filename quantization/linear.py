@@ -53,7 +53,8 @@ class QuantLinear(nn.Module):
         # which is what the reference `x * pqs.to(x.dtype)` multiplies by); until then the raw parameter
         self.register_buffer("kernel_pqs", getattr(self, "pre_quant_scale", None), persistent=False)
         self.tinygemm = self.kmajor = self.fp8_weight = None   # copies of the weight for GPU kernels (finalize_)
-        self._on_host: tuple[str, ...] = ()   # checkpoint tensors finalize_ moved to host memory (`_to_host_`)
+        # (their device, names) of checkpoint tensors finalize_ moved to host memory (`_to_host_`)
+        self._on_host: tuple[torch.device, tuple[str, ...]] | None = None
 
     # -- loading -------------------------------------------------------------------------------------------------
     def shard_index(self, shard_id: str | int) -> int:
@@ -99,9 +100,11 @@ class QuantLinear(nn.Module):
     def finalize_(self) -> None:
         """After loading: unify per-shard scales (see Format.finalize), check them, cache the dense weight on CPU,
         make the GPU kernels' copies of the weight. May run again (e.g. after a scale changed)."""
-        for name in self._on_host:                           # an earlier finalize_ moved these off the device
-            getattr(self, name).data = getattr(self, name).data.to(self.weight_scale_2.device)
-        self._on_host = ()
+        if self._on_host is not None:                        # an earlier finalize_ moved these off the device
+            device, names = self._on_host
+            for name in names:
+                getattr(self, name).data = getattr(self, name).data.to(device)
+            self._on_host = None
         t = self.tensors()
         self.format.finalize(t, self.output_sizes)
         for name, value in t.items():
@@ -126,10 +129,10 @@ class QuantLinear(nn.Module):
     def _to_host_(self, *names: str) -> None:
         """Move checkpoint tensors that the GPU kernels never read to host memory (export and the fallback still
         find them; the fallback copies them back per call)."""
+        self._on_host = (getattr(self, names[0]).device, names)
         for name in names:
             param = getattr(self, name)
             param.data = param.data.cpu()
-        self._on_host = names
 
     def dense_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The dequantized weight [N, K]."""

@@ -160,6 +160,14 @@ def bench_write(args, device: str, dtype) -> None:
                   f"{gbs:6.0f} GB/s", flush=True)
 
 
+def add_head_args(ap: argparse.ArgumentParser) -> None:
+    """The attention shape every attention benchmark takes: heads, head dim, cache page (Qwen3-8B by default)."""
+    ap.add_argument("--hq", type=int, default=32)
+    ap.add_argument("--hkv", type=int, default=8)
+    ap.add_argument("-d", type=int, default=128)
+    ap.add_argument("--block-size", type=int, default=16)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true", help="tiny shapes, correctness only (CPU interpreter)")
@@ -169,10 +177,7 @@ def main() -> None:
     ap.add_argument("--flex-budget", type=float, default=90.0, help="seconds of flex compiles before skipping")
     ap.add_argument("--batches", default="1,32,64")
     ap.add_argument("--contexts", default="1024,4096,16384")
-    ap.add_argument("--hq", type=int, default=32)
-    ap.add_argument("--hkv", type=int, default=8)
-    ap.add_argument("-d", type=int, default=128)
-    ap.add_argument("--block-size", type=int, default=16)
+    add_head_args(ap)
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
     dtype = torch.bfloat16

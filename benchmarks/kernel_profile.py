@@ -12,15 +12,10 @@ from __future__ import annotations
 import argparse
 
 import torch
+from quant_bench import ALGO, SHAPES, make_layer  # benchmarks/ is on sys.path when run as a script
 
-from ember.quantization.formats import get_format
-from ember.quantization.kernels import dispatch, w4_kmajor
+from ember.quantization.kernels import dispatch
 from ember.quantization.kernels.dispatch import Config
-from ember.quantization.linear import QuantLinear
-from ember.quantization.random_quant import fill_random_
-
-SHAPES = {"qkv": (6144, 4096), "o_proj": (4096, 4096), "gate_up": (24576, 4096), "down": (4096, 12288)}
-ALGO = {"int4": ("W4A16_AWQ", 128), "nvfp4": ("NVFP4", 16), "fp8": ("FP8", None), "w4a8": ("W4A8_AWQ", 128)}
 
 
 def main() -> None:
@@ -32,11 +27,7 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=6)
     args = ap.parse_args()
     n, k = SHAPES[args.shape]
-    algo, group = ALGO[args.kind]
-    layer = fill_random_(QuantLinear(get_format(algo, group), k, [n], False, torch.bfloat16, "cuda"),
-                         torch.randn(n, k, device="cuda") * k ** -0.5)
-    if args.kind in ("int4", "nvfp4") and layer.kmajor is None:
-        layer.kmajor = w4_kmajor.prepare(layer)
+    layer = make_layer(args.kind, n, k)
     if args.config:
         f = args.config.split(",")
         cfg = Config(f[0], *map(int, f[1:]))

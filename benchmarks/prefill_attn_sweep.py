@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from attention_bench import bench, make_step, rel_err  # noqa: E402 - benchmarks/ is no package
+from attention_bench import add_head_args, bench, make_step, rel_err  # noqa: E402 - benchmarks/ is no package
 
 from ember.attention.kv_quant import FP8_KV_DTYPE, FP8_MAX, dequantize_kv, quantize_kv  # noqa: E402
 from ember.attention.metadata import build_metadata  # noqa: E402
@@ -151,10 +151,7 @@ def main() -> None:
     ap.add_argument("--baseline-dir", type=Path, help="folder with the baseline triton_backend.py + triton_kernels.py")
     ap.add_argument("--no-flex", action="store_true", help="skip flex_attention (its compile takes ~30-60 s)")
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--hq", type=int, default=32)
-    ap.add_argument("--hkv", type=int, default=8)
-    ap.add_argument("-d", type=int, default=128)
-    ap.add_argument("--block-size", type=int, default=16)
+    add_head_args(ap)
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
     if args.smoke:

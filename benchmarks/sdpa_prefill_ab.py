@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from attention_bench import bench, make_step, rel_err  # noqa: E402 - benchmarks/ is no package
+from attention_bench import add_head_args, bench, make_step, rel_err  # noqa: E402 - benchmarks/ is no package
 
 from ember.attention import sdpa_prefill  # noqa: E402
 from ember.attention.metadata import build_metadata  # noqa: E402
@@ -93,10 +93,7 @@ def end_to_end(batch: int, input_len: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--hq", type=int, default=32)
-    ap.add_argument("--hkv", type=int, default=8)
-    ap.add_argument("--d", type=int, default=128)
-    ap.add_argument("--block-size", type=int, default=16)
+    add_head_args(ap)
     ap.add_argument("--skip-e2e", action="store_true")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}; RANDOM data / weights", flush=True)

@@ -28,7 +28,7 @@ ENABLED = os.environ.get("EMBER_QUANT_KERNELS", "1") != "0"
 KINDS = {"W4A16_AWQ": "int4", "NVFP4": "nvfp4", "NVFP4_AWQ": "nvfp4", "FP8": "fp8",
          "FP8_PER_CHANNEL_PER_TOKEN": "fp8_rowwise", "W8A16": "int8_wo", "W8A8_SQ_PER_CHANNEL": "int8_sq",
          "W4A8_AWQ": "w4a8"}
-_W8_ACT = {"fp8": "fp8", "fp8_rowwise": "fp8_token", "int8_wo": "none", "int8_sq": "int8"}
+_W8_ACT = {"fp8": "fp8", "fp8_rowwise": "fp8_token", "int8_wo": "none", "int8_sq": "int8", "w4a8": "fp8"}
 
 
 class Config(NamedTuple):
@@ -114,17 +114,16 @@ def run(kind: str, layer, x: torch.Tensor, cfg: Config) -> torch.Tensor:
         if kind == "int4":
             return w4a16.int4_linear(x, layer.weight, layer.weight_scale, pqs, bias, cfg)       # "ew2" / "dot"
         return w4a16.nvfp4_linear(x, layer.weight, layer.weight_scale, layer.weight_scale_2, pqs, bias, cfg)
-    input_scale = getattr(layer, "input_scale", None) if "input_scale" in layer.format.specs else None
+    if kind == "w4a8":   # its staged FP8 weight (w4a8_fp8.py) stands in for the checkpoint tensors
+        weight, weight_scale, input_scale = layer.fp8_weight
+    else:
+        weight, weight_scale = layer.weight, layer.weight_scale
+        input_scale = getattr(layer, "input_scale", None) if "input_scale" in layer.format.specs else None
     if cfg.kind == "mm":
         from ember.quantization.kernels import act_quant
         if kind == "int8_sq":
-            return act_quant.int8_int_mm(x, layer.weight, layer.weight_scale, input_scale, pqs, bias)
-        if kind == "w4a8":
-            w8, scale_2, in_scale = layer.fp8_weight
-            return act_quant.fp8_scaled_mm(x, w8, scale_2, in_scale, bias, pqs)
-        return act_quant.fp8_scaled_mm(x, layer.weight, layer.weight_scale, input_scale, bias)
+            return act_quant.int8_int_mm(x, weight, weight_scale, input_scale, pqs, bias)
+        return act_quant.fp8_scaled_mm(x, weight, weight_scale, input_scale, bias, pqs)
     from ember.quantization.kernels.w8 import w8_linear
-    if kind == "w4a8":
-        w8, scale_2, in_scale = layer.fp8_weight
-        return w8_linear(x, w8, scale_2, False, "fp8", in_scale, pqs, bias, cfg)
-    return w8_linear(x, layer.weight, layer.weight_scale, kind != "fp8", _W8_ACT[kind], input_scale, pqs, bias, cfg)
+    per_row = kind not in ("fp8", "w4a8")
+    return w8_linear(x, weight, weight_scale, per_row, _W8_ACT[kind], input_scale, pqs, bias, cfg)

@@ -29,7 +29,7 @@ from graph_profile import graph_time_us  # benchmarks/ is on sys.path when run a
 
 from ember.layers import gemv
 from ember.quantization.formats import get_format
-from ember.quantization.kernels import dispatch, tinygemm, w4_kmajor
+from ember.quantization.kernels import dispatch, tinygemm
 from ember.quantization.kernels.dispatch import Config
 from ember.quantization.linear import QuantLinear
 from ember.quantization.random_quant import fill_random_
@@ -42,7 +42,7 @@ OUT: dict = {"micro": [], "e2e": []}
 
 
 def candidates(kind: str, m: int) -> list[Config]:
-    """Configs tried per M (block_n counts packed rows for int4: two output rows each); km, ew2 and split-K are
+    """Configs tried per M (block_n counts packed rows for int4: two output rows each); h2, ew2 and split-K are
     4-bit only; FP8 (and W4A8, on its FP8 weight) tries its GEMV at M <= 4 (cuBLAS FP8 won above in earlier runs);
     FP8RowWise has no cuBLAS path."""
     four = kind in ("int4", "nvfp4")
@@ -55,10 +55,11 @@ def candidates(kind: str, m: int) -> list[Config]:
               4: [(2, 1024, 8, 1), (4, 512, 8, 1), (2, 512, 4, 1), (4, 256, 4, 1)]}.get(bm, [])
         return mm + [Config("ew", bm, n, k, w, st) for n, k, w, st in ew]
     if m <= 4 and four:
-        km = [(64, 1, 1, 32), (64, 1, 1, 16), (128, 1, 1, 16), (256, 2, 1, 16), (64, 2, 1, 32), (128, 2, 1, 32),
-              (128, 4, 1, 32), (256, 4, 1, 32), (128, 2, 3, 8), (128, 4, 3, 4), (64, 2, 3, 8), (256, 4, 3, 4),
-              (128, 2, 4, 4), (64, 1, 3, 8), (128, 4, 2, 8), (256, 8, 3, 8)]
-        return ([Config("km", bm, n, 0, w, s, sk) for n, w, s, sk in km]
+        h2 = {"nvfp4": [(32, 512, 4, 4), (64, 512, 4, 2), (64, 512, 4, 4), (32, 256, 2, 4), (64, 256, 4, 4),
+                        (128, 512, 8, 2), (32, 512, 2, 4), (16, 256, 2, 8), (64, 1024, 8, 2), (128, 256, 4, 2)],
+              "int4": [(8, 512, 4, 8), (4, 512, 4, 8), (8, 256, 2, 8), (4, 256, 2, 16), (8, 1024, 8, 4),
+                       (16, 256, 4, 8), (4, 1024, 4, 8), (8, 512, 4, 4)]}[kind]
+        return ([Config("h2", bm, n, k, w, 1, sk) for n, k, w, sk in h2]
                 + [Config("ew2", bm, 4, 256, 4, 1), Config("dot", 16, 32, 128, 4, 3, 4)])
     if m <= 4:
         ew = {1: [(4, 512, 4), (2, 1024, 4), (4, 1024, 8)], 2: [(4, 512, 4), (4, 1024, 8)]}.get(m, [(4, 256, 4),
@@ -93,11 +94,8 @@ def eager_time_us(fn, calls: int) -> float:
 
 def make_layer(kind: str, n: int, k: int) -> QuantLinear:
     algo, group = ALGO[kind]
-    layer = fill_random_(QuantLinear(get_format(algo, group), k, [n], False, torch.bfloat16, "cuda"),
-                         torch.randn(n, k, device="cuda") * k ** -0.5)
-    if kind in ("int4", "nvfp4") and layer.kmajor is None:   # INT4 in bf16 has tinygemm instead: time both
-        layer.kmajor = w4_kmajor.prepare(layer)
-    return layer
+    return fill_random_(QuantLinear(get_format(algo, group), k, [n], False, torch.bfloat16, "cuda"),
+                        torch.randn(n, k, device="cuda") * k ** -0.5)
 
 
 def reference(kind: str, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ember.quantization.formats import FP8, Format
-from ember.quantization.kernels import tinygemm, w4_kmajor, w4a8_fp8
+from ember.quantization.kernels import tinygemm, w4a8_fp8
 from ember.quantization.kernels.dispatch import quant_linear
 
 
@@ -52,7 +52,7 @@ class QuantLinear(nn.Module):
         # pre_quant_scale as the GPU kernels apply it (finalize_: None when all ones, else in the compute dtype,
         # which is what the reference `x * pqs.to(x.dtype)` multiplies by); until then the raw parameter
         self.register_buffer("kernel_pqs", getattr(self, "pre_quant_scale", None), persistent=False)
-        self.tinygemm = self.kmajor = self.fp8_weight = None   # copies of the weight for GPU kernels (finalize_)
+        self.tinygemm = self.fp8_weight = None   # copies of the weight for GPU kernels (finalize_)
         # (their device, names) of checkpoint tensors finalize_ moved to host memory (`_to_host_`)
         self._on_host: tuple[torch.device, tuple[str, ...]] | None = None
 
@@ -116,11 +116,9 @@ class QuantLinear(nn.Module):
         # why: ones (ModelOpt folds q/k/v's into the norm; random bench models) cost the kernels a load and a
         # multiply per activation element per program; a bf16 copy halves what is read
         self.kernel_pqs = None if pqs is None or bool((pqs == 1).all()) else pqs.to(self.compute_dtype)
-        self.tinygemm = self.kmajor = self.fp8_weight = None
+        self.tinygemm = self.fp8_weight = None
         if tinygemm.supports(self):   # INT4-AWQ at decode sizes: aten's int4 kernel, repacked once here
             self.tinygemm = tinygemm.prepare(self)
-        elif self.weight.is_cuda and self.format.quant_algo in ("W4A16_AWQ", "NVFP4", "NVFP4_AWQ"):
-            self.kmajor = w4_kmajor.prepare(self)   # the decode GEMV's layout (w4_kmajor.py)
         elif self.weight.is_cuda and self.format.quant_algo == "W4A8_AWQ":
             self.fp8_weight = w4a8_fp8.prepare(self)  # its FP8 weight, for FP8 tensor cores (w4a8_fp8.py)
             if w4a8_fp8.serves_every_call(self):

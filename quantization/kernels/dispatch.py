@@ -2,8 +2,8 @@
 
 Kernels by format (`quant_algo` -> kind):
   W4A16_AWQ -> int4 (M <= tinygemm.MAX_M in bf16: aten's tinygemm kernel, see tinygemm.py), NVFP4 / NVFP4_AWQ ->
-  nvfp4 (weight-only, dequantized in registers): "km" (w4_kmajor.py, the K-major copy QuantLinear.finalize_ makes)
-  and "ew2" (w4a16.py elementwise) for M <= 4, w4a16.py "dot" (optionally split-K) for any M;
+  nvfp4 (weight-only, dequantized in registers): "h2" (w4_gemv.py, packed half2 on the checkpoint layout) and
+  "ew2" (w4a16.py elementwise) for M <= 4, w4a16.py "dot" (optionally split-K) for any M;
   FP8 -> fp8, FP8_PER_CHANNEL_PER_TOKEN -> fp8_rowwise, W8A16 -> int8_wo, W8A8_SQ_PER_CHANNEL -> int8_sq
   (w8.py: the activation quantized in registers; "mm" configs: act_quant.py + cuBLAS, FP8 per-tensor at every M
   and SmoothQuant INT8 at M > 16 where measured faster; FP8RowWise always runs w8.py); W4A8_AWQ -> w4a8 (the FP8
@@ -32,10 +32,10 @@ _W8_ACT = {"fp8": "fp8", "fp8_rowwise": "fp8_token", "int8_wo": "none", "int8_sq
 
 
 class Config(NamedTuple):
-    kind: str          # "ew" (w8.py elementwise GEMV), "km" / "ew2" (4-bit GEMVs), "dot" (tl.dot, weight as A
+    kind: str          # "ew" (w8.py elementwise GEMV), "h2" / "ew2" (4-bit GEMVs), "dot" (tl.dot, weight as A
     block_m: int       # operand) or "mm" (quantize x + cuBLAS); split_k exists for the 4-bit kernels only
     block_n: int       # int4: packed rows (two output rows each)
-    block_k: int
+    block_k: int       # K elements a step
     num_warps: int = 4
     num_stages: int = 1
     split_k: int = 1
@@ -54,8 +54,12 @@ def default_config(kind: str, m: int) -> Config:
     """A reasonable config for shapes the table has not measured."""
     if kind in ("fp8", "w4a8") or (kind == "int8_sq" and m > 16):
         return Config("mm", 0, 0, 0)          # cuBLAS FP8 beat the FP8 GEMV at every M measured
-    if m <= 4 and kind in ("int4", "nvfp4"):
-        return Config("km", m_bucket(m), 64, 0, 1, 1, 32)
+    if m <= 4 and kind == "nvfp4":
+        return Config("h2", m_bucket(m), 32, 256, 2, 1, 4)
+    if m == 1 and kind == "int4":
+        return Config("h2", 1, 8, 256, 2, 1, 8)
+    if m <= 4 and kind == "int4":
+        return Config("dot", 16, 64, 128, 4, 3, 4)      # h2 lost to it at M = 4 (kernels/table.py)
     if m <= 2:
         return Config("ew", m_bucket(m), 4, 512, 4, 1)
     if m <= 4:
@@ -72,12 +76,10 @@ def lookup(kind: str, n: int, k: int, m: int) -> Config | None:
     if cfg.kind == "mm":
         ok = k % 16 == 0 and n % 16 == 0 and (kind in ("fp8", "w4a8") or kind == "int8_sq" and m > 16)
         return cfg if ok else None
-    if cfg.kind == "km":
-        return cfg if m <= cfg.block_m else None     # the K-major copy exists where finalize_ could make it
     bk = cfg.block_k
     while bk > 16 and k % bk:
         bk //= 2
-    if k % bk or (cfg.kind in ("ew", "ew2") and m > cfg.block_m):
+    if k % bk or (cfg.kind in ("ew", "ew2", "h2") and m > cfg.block_m):
         return None
     return cfg._replace(block_k=bk)
 
@@ -95,8 +97,6 @@ def quant_linear(layer, x: torch.Tensor) -> torch.Tensor | None:
     cfg = lookup(kind, layer.out_features, k, m) if m else None
     if kind == "w4a8" and layer.fp8_weight is None:
         return None
-    if cfg is not None and cfg.kind == "km" and layer.kmajor is None:
-        cfg = lookup(kind, layer.out_features, k, 16)      # a tl.dot config takes any M <= 16
     return None if cfg is None else run(kind, layer, x, cfg)
 
 
@@ -105,12 +105,11 @@ def run(kind: str, layer, x: torch.Tensor, cfg: Config) -> torch.Tensor:
     bias = layer.bias
     pqs = layer.kernel_pqs    # None: the format has none, or it is all ones (QuantLinear.finalize_)
     if kind in ("int4", "nvfp4"):
-        from ember.quantization.kernels import w4_kmajor, w4a16
-        if cfg.kind == "km":
-            if layer.kmajor is None:
-                raise ValueError(f"{type(layer).__name__} has no K-major copy (w4_kmajor.supports is False for "
-                                 f"N={layer.out_features}, K={layer.in_features}, or tinygemm serves it)")
-            return w4_kmajor.gemv(x, *layer.kmajor, pqs, bias, cfg)   # (packed, scale_t, scale_2, group)
+        from ember.quantization.kernels import w4_gemv, w4a16
+        if cfg.kind == "h2":
+            if kind == "int4":
+                return w4_gemv.int4_gemv(x, layer.weight, layer.weight_scale, pqs, bias, cfg)
+            return w4_gemv.nvfp4_gemv(x, layer.weight, layer.weight_scale, layer.weight_scale_2, pqs, bias, cfg)
         if kind == "int4":
             return w4a16.int4_linear(x, layer.weight, layer.weight_scale, pqs, bias, cfg)       # "ew2" / "dot"
         return w4a16.nvfp4_linear(x, layer.weight, layer.weight_scale, layer.weight_scale_2, pqs, bias, cfg)

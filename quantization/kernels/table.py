@@ -4,7 +4,9 @@
 Qwen3-8B shapes, random weights, each config checked against the fp64 dequant-matmul reference; the comment is
 the kernel's time and bf16 F.linear's in the same run (CUDA graph of back-to-back calls, HBM-resident weights).
 The best kernel is listed even where bf16 was faster: a quantized module has no bf16 weight to fall back to.
-W4A8_AWQ runs its staged FP8 weight and reads the "fp8" rows (dispatch.lookup).
+W4A8_AWQ runs its staged FP8 weight and reads the "fp8" rows (dispatch.lookup). The session-5 rows (the packed
+half2 GEMV of w4_gemv.py, "h2") name the K-major GEMV it replaced and tinygemm (which serves INT4 in bf16 first);
+INT4 at M = 4 keeps tl.dot, which beat h2 there.
 """
 
 MEASURED: dict[tuple[str, int, int, int], tuple] = {
@@ -108,16 +110,12 @@ MEASURED: dict[tuple[str, int, int, int], tuple] = {
     ('int8_sq', 4096, 12288, 16): ('dot', 16, 32, 256, 4, 3),  # 41.9 us, bf16 F.linear 40.7 us
     ('int8_sq', 4096, 12288, 64): ('mm', 0, 0, 0),  # 44.5 us, bf16 F.linear 42.5 us
     ('int8_sq', 4096, 12288, 256): ('mm', 0, 0, 0),  # 75.1 us, bf16 F.linear 49.3 us
-    ('int4', 24576, 4096, 1): ('ew2', 1, 4, 256, 4, 1, 1),  # 60.7 us, bf16 F.linear 72.0 us, tinygemm 29.6 us
     ('int4', 24576, 4096, 16): ('dot', 16, 64, 128, 4, 3, 2),  # 36.4 us, bf16 F.linear 73.4 us
     ('int4', 24576, 4096, 64): ('dot', 64, 64, 128, 4, 3, 1),  # 63.4 us, bf16 F.linear 75.8 us
-    ('int4', 4096, 12288, 1): ('km', 1, 64, 0, 1, 1, 16),  # 35.6 us, bf16 F.linear 39.9 us, tinygemm 16.8 us
     ('int4', 4096, 12288, 16): ('dot', 16, 64, 128, 4, 3, 4),  # 27.0 us, bf16 F.linear 40.9 us
     ('int4', 4096, 12288, 64): ('dot', 64, 64, 64, 4, 4, 4),  # 46.2 us, bf16 F.linear 42.4 us
-    ('int4', 4096, 4096, 1): ('km', 1, 128, 0, 1, 3, 32),  # 15.2 us, bf16 F.linear 16.8 us, tinygemm 7.2 us
     ('int4', 4096, 4096, 16): ('dot', 16, 64, 128, 4, 3, 4),  # 13.4 us, bf16 F.linear 17.1 us
     ('int4', 4096, 4096, 64): ('dot', 32, 64, 128, 4, 3, 4),  # 20.6 us, bf16 F.linear 15.3 us
-    ('int4', 6144, 4096, 1): ('km', 1, 64, 0, 1, 1, 32),  # 20.5 us, bf16 F.linear 21.5 us, tinygemm 10.6 us
     ('int4', 6144, 4096, 16): ('dot', 16, 64, 128, 4, 3, 4),  # 18.1 us, bf16 F.linear 21.6 us
     ('int4', 6144, 4096, 64): ('dot', 64, 64, 64, 4, 4, 4),  # 30.0 us, bf16 F.linear 21.3 us
     ('nvfp4', 24576, 4096, 16): ('dot', 16, 64, 128, 4, 3, 1),  # 51.6 us, bf16 F.linear 73.4 us
@@ -128,12 +126,20 @@ MEASURED: dict[tuple[str, int, int, int], tuple] = {
     ('nvfp4', 4096, 4096, 64): ('dot', 64, 64, 128, 4, 3, 4),  # 21.8 us, bf16 F.linear 15.3 us
     ('nvfp4', 6144, 4096, 16): ('dot', 16, 64, 128, 4, 3, 4),  # 20.9 us, bf16 F.linear 21.6 us
     ('nvfp4', 6144, 4096, 64): ('dot', 64, 64, 64, 4, 4, 4),  # 28.0 us, bf16 F.linear 21.3 us
-    ('nvfp4', 6144, 4096, 1): ('km', 1, 128, 0, 2, 1, 32),  # 19.1 us, bf16 F.linear 21.3 us
-    ('nvfp4', 6144, 4096, 4): ('km', 4, 64, 0, 2, 1, 32),  # 25.5 us, bf16 F.linear 21.6 us
-    ('nvfp4', 4096, 4096, 1): ('km', 1, 128, 0, 2, 1, 32),  # 14.5 us, bf16 F.linear 16.8 us
-    ('nvfp4', 4096, 4096, 4): ('km', 4, 64, 0, 2, 1, 32),  # 19.6 us, bf16 F.linear 16.9 us
-    ('nvfp4', 24576, 4096, 1): ('km', 1, 128, 0, 2, 1, 32),  # 56.0 us, bf16 F.linear 73.0 us
-    ('nvfp4', 24576, 4096, 4): ('km', 4, 64, 0, 2, 1, 32),  # 81.8 us, bf16 F.linear 73.5 us
-    ('nvfp4', 4096, 12288, 1): ('km', 1, 64, 0, 2, 1, 32),  # 36.2 us, bf16 F.linear 40.1 us
-    ('nvfp4', 4096, 12288, 4): ('km', 4, 64, 0, 2, 1, 32),  # 47.8 us, bf16 F.linear 40.2 us
+    ('nvfp4', 6144, 4096, 1): ('h2', 1, 32, 256, 2, 1, 4),  # 13.6 us (km 19.1), bf16 F.linear 21.4 us (session 5)
+    ('nvfp4', 4096, 4096, 1): ('h2', 1, 32, 256, 2, 1, 4),  # 11.1 us (km 14.4), bf16 F.linear 16.3 us (session 5)
+    ('nvfp4', 24576, 4096, 1): ('h2', 1, 128, 256, 4, 1, 2),  # 38.6 us (km 57.6), bf16 F.linear 73.0 us (session 5)
+    ('nvfp4', 4096, 12288, 1): ('h2', 1, 32, 256, 2, 1, 4),  # 24.8 us (km 36.2), bf16 F.linear 39.6 us (session 5)
+    ('nvfp4', 6144, 4096, 4): ('h2', 4, 32, 256, 2, 1, 4),  # 17.1 us (km 25.5), bf16 F.linear 21.6 us (session 5)
+    ('nvfp4', 4096, 4096, 4): ('h2', 4, 32, 256, 2, 1, 4),  # 13.2 us (km 19.4), bf16 F.linear 16.3 us (session 5)
+    ('nvfp4', 24576, 4096, 4): ('h2', 4, 64, 256, 4, 1, 4),  # 53.4 us (km 82.5), bf16 F.linear 73.0 us (session 5)
+    ('nvfp4', 4096, 12288, 4): ('h2', 4, 64, 256, 4, 1, 4),  # 30.2 us (km 47.8), bf16 F.linear 39.5 us (session 5)
+    ('int4', 6144, 4096, 1): ('h2', 1, 4, 1024, 4, 1, 8),  # 18.1 us (km 20.4, tinygemm 10.2), bf16 F.linear 21.0 us (session 5)
+    ('int4', 4096, 4096, 1): ('h2', 1, 8, 256, 2, 1, 8),  # 13.9 us (km 15.2, tinygemm 7.0), bf16 F.linear 16.5 us (session 5)
+    ('int4', 24576, 4096, 1): ('h2', 1, 8, 256, 2, 1, 8),  # 52.7 us (ew2 60.7, tinygemm 29.5), bf16 F.linear 72.4 us (session 5)
+    ('int4', 4096, 12288, 1): ('h2', 1, 4, 1024, 4, 1, 8),  # 21.6 us (km 35.4, tinygemm 16.2), bf16 F.linear 40.1 us (session 5)
+    ('int4', 6144, 4096, 4): ('dot', 16, 64, 128, 4, 3, 4),  # 18.1 us (h2 27.0, tinygemm 14.1), bf16 F.linear 21.3 us (session 5)
+    ('int4', 4096, 4096, 4): ('dot', 16, 64, 128, 4, 3, 4),  # 13.3 us (h2 19.0, tinygemm 9.2), bf16 F.linear 16.5 us (session 5)
+    ('int4', 24576, 4096, 4): ('dot', 16, 64, 128, 4, 3, 4),  # 41.5 us (h2 87.7, tinygemm 41.2), bf16 F.linear 73.3 us (session 5)
+    ('int4', 4096, 12288, 4): ('dot', 16, 64, 128, 4, 3, 4),  # 27.0 us (h2 36.9, tinygemm 22.4), bf16 F.linear 40.5 us (session 5)
 }

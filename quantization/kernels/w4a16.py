@@ -3,7 +3,7 @@
 y[M, N] = (x * pre_quant_scale) @ dequant(W)^T (+ b). Each weight tile is dequantized in registers and never
 written out, so a decode step reads 4.5 bits a weight instead of 16. DOT: tl.dot with the dequantized weight as the
 A operand (acc [BLOCK_N, BLOCK_M] = W x^T, BLOCK_M >= 16); else elementwise 2-D tiles (config kind "ew2"; the
-decode GEMV on a K-major copy is w4_kmajor.py). SPLIT_K > 1 splits K over the grid's third axis; the splits meet in
+decode GEMV in packed half2 is w4_gemv.py). SPLIT_K > 1 splits K over the grid's third axis; the splits meet in
 splitk.store_tile (why: at M = 16-256 the N tiles alone leave most of the 132 SMs idle). INT4 takes BLOCK_K <= group (one scale
 per row per K step) and x in bf16 or fp16. Imported lazily.
 

@@ -19,7 +19,7 @@ CHECK = textwrap.dedent('''
     import sys, torch
     import torch.nn.functional as F
     from ember.quantization.formats import get_format
-    from ember.quantization.kernels import dispatch, w4_kmajor
+    from ember.quantization.kernels import dispatch
     from ember.quantization.kernels.dispatch import Config
     from ember.quantization.linear import QuantLinear
     from ember.quantization.random_quant import fill_random_
@@ -47,8 +47,6 @@ CHECK = textwrap.dedent('''
                         assert layer.kernel_pqs.dtype == dtype
                     if bias:
                         layer.bias.data.normal_()
-                    if kind in ("int4", "nvfp4") and layer.kmajor is None:   # CPU, or tinygemm serves it
-                        layer.kmajor = w4_kmajor.prepare(layer)
                     t = {name: v.to(device) for name, v in layer.tensors().items()}   # (W4A8: some on host)
                     w = fmt.weight(t, layer.output_sizes).double()
                     for m in ms:
@@ -72,11 +70,11 @@ CHECK = textwrap.dedent('''
                             if cfg.kind == "mm" and (interp or kind not in ("fp8", "int8_sq", "w4a8")
                                                      or (kind == "int8_sq" and m <= 16) or n % 16):
                                 continue
-                            if cfg.kind in ("ew", "ew2", "km") and m > cfg.block_m:
+                            if cfg.kind in ("ew", "ew2", "h2") and m > cfg.block_m:
                                 continue
-                            if (cfg.kind == "ew") == (kind in ("int4", "nvfp4")) and cfg.kind in ("ew", "km"):
-                                continue                      # "ew": the 8-bit GEMV; "km": the 4-bit one
-                            if (cfg.kind in ("ew2", "km") or cfg.split_k > 1) and kind not in ("int4", "nvfp4"):
+                            if (cfg.kind == "ew") == (kind in ("int4", "nvfp4")) and cfg.kind in ("ew", "h2"):
+                                continue                      # "ew": the 8-bit GEMV; "h2": the 4-bit one
+                            if (cfg.kind in ("ew2", "h2") or cfg.split_k > 1) and kind not in ("int4", "nvfp4"):
                                 continue
                             c = cfg._replace(block_k=min(cfg.block_k, k))
                             y = dispatch.run(kind, layer, x, c)
@@ -103,10 +101,11 @@ def _run(device: str, dtype: str, shapes: str, ms: str, configs: str, env: dict)
 @needs_triton
 def test_kernels_interpreter_cpu():
     """Every kernel and mode vs the reference: M 1..20 (several M blocks), N tails, bias, pre_quant_scale,
-    block_k below and above the int4 group, split-K (the K-major GEMV's and tl.dot's) with 1, 2 and 4 splits."""
+    block_k below and above the int4 group, split-K (the half2 GEMV's and tl.dot's) with 1, 2 and 4 splits (the
+    half2 GEMV through its fp32 twin: the interpreter cannot run inline PTX; the GPU test runs the PTX)."""
     _run("cpu", "float16", "[(48, 256)]", "[1, 3, 20]",
          "[('ew', 4, 8, 64, 4), ('ew', 4, 2, 256, 4), ('ew2', 4, 8, 64, 4), ('ew2', 4, 2, 256, 4), "
-         "('km', 4, 32, 0, 1, 1, 1), ('km', 4, 16, 0, 1, 1, 2), ('dot', 16, 16, 64, 4, 1, 4), "
+         "('h2', 4, 8, 64, 1, 1, 1), ('h2', 4, 16, 32, 2, 1, 2), ('dot', 16, 16, 64, 4, 1, 4), "
          "('dot', 16, 16, 256, 4, 1), ('dot', 16, 32, 64, 4, 1), ('dot', 16, 16, 64, 4, 1, 2)]",
          {**os.environ, "TRITON_INTERPRET": "1"})
 
@@ -114,8 +113,8 @@ def test_kernels_interpreter_cpu():
 @pytest.mark.gpu
 @needs_cuda
 def test_kernels_gpu_qwen3_8b_shapes():
-    _run("cuda", "bfloat16", "[(6144, 4096), (1000, 256)]", "[1, 16, 300]",
-         "[('ew', 1, 4, 256, 4), ('km', 1, 64, 0, 1, 1, 32), ('km', 4, 128, 0, 1, 3, 8), ('ew2', 1, 4, 256, 4), "
+    _run("cuda", "bfloat16", "[(6144, 4096), (1000, 256)]", "[1, 3, 16, 300]",
+         "[('ew', 1, 4, 256, 4), ('h2', 1, 64, 512, 4, 1, 4), ('h2', 4, 32, 256, 2, 1, 4), ('ew2', 1, 4, 256, 4), "
          "('dot', 16, 64, 128, 4, 3), ('dot', 64, 32, 128, 4, 3, 2), ('dot', 16, 32, 128, 4, 3, 8), "
          "('mm', 0, 0, 0)]", dict(os.environ))
 
@@ -124,7 +123,9 @@ def test_dispatch_rules():
     from ember.quantization.kernels import dispatch
 
     assert [dispatch.m_bucket(m) for m in (1, 2, 3, 16, 17, 256, 257, 8192)] == [1, 2, 4, 16, 32, 256, 512, 512]
-    assert dispatch.lookup("int4", 4096, 4096, 1).kind == "km"         # (bf16 INT4 goes to tinygemm first)
+    assert dispatch.lookup("int4", 4096, 4096, 1).kind == "h2"         # (bf16 INT4 goes to tinygemm first)
+    assert dispatch.lookup("nvfp4", 4096, 4096, 2).kind == "h2"        # no M = 2 row: the default
+    assert dispatch.lookup("int4", 4096, 4096, 3).kind == "dot"        # h2 lost to tl.dot at M = 4
     assert dispatch.lookup("int8_wo", 4096, 4096, 1).kind == "ew"
     assert dispatch.lookup("int4", 4096, 4096, 64).kind == "dot"
     assert dispatch.lookup("fp8", 4096, 4096, 1).kind == "ew"          # the FP8 GEMV beat cuBLAS there
@@ -268,3 +269,29 @@ def test_w4a8_gpu_layer_keeps_only_its_fp8_weight_on_the_gpu():
     assert layer.weight.device.type == "cpu"
     for out in (y, y_fallback, layer(x)):
         assert ((out.double() - ref).norm() / ref.norm()).item() < 1e-2
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_nvfp4_gpu_layer_holds_one_copy_and_decodes_through_the_half2_gemv():
+    """NVFP4 on CUDA keeps only its checkpoint tensors (the half2 GEMV and tl.dot both read that layout: no repacked
+    second copy), and decode-sized calls take the half2 GEMV, matching the dequantize-matmul reference."""
+    from ember.quantization.formats import get_format
+    from ember.quantization.kernels import dispatch
+    from ember.quantization.linear import QuantLinear
+    from ember.quantization.random_quant import fill_random_
+
+    n, k = 1024, 2048
+    fmt = get_format("NVFP4", 16)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    layer = fill_random_(QuantLinear(fmt, k, [n], False, torch.bfloat16, "cuda"),
+                         torch.randn(n, k, device="cuda") * k ** -0.5)
+    held = torch.cuda.memory_allocated() - before
+    checkpoint = sum(v.numel() * v.element_size() for v in layer.tensors().values())
+    assert held < checkpoint + 64 * 1024, (held, checkpoint)      # allocator rounding only
+    for m in (1, 3):
+        assert dispatch.lookup("nvfp4", n, k, m).kind == "h2"
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        ref = torch.nn.functional.linear(x.double(), layer.dense_weight(torch.float64))
+        assert ((layer(x).double() - ref).norm() / ref.norm()).item() < 1e-2

@@ -1,0 +1,302 @@
+"""Decode GEMV (M <= 4) for 4-bit weights in their checkpoint layouts, in packed half2 arithmetic: INT4-AWQ, NVFP4.
+
+Why packed half2: a 4-bit GEMV at decode is bound by the instructions it issues per weight, not by HBM (Nsight
+Compute, docs/performance.md: ~10 a weight in the fp32 kernels). Here every 32-bit operation handles two weights:
+two nibbles land in the two fp16 halves of a register by shifts and masks (no int->float conversion), and the scale
+and multiply-add run as `mul/fma.rn.f16x2`, ~3.5 instructions a weight. Triton has no packed half2 operations, so
+each step is a `tl.inline_asm_elementwise` block over one group of nibbles (Marlin's and TensorRT-LLM's GEMVs use
+the same tricks in CUDA). Numerics: x is rounded to fp16 (exact for bf16 values in fp16's range; subnormals,
+|x| < 6e-5, lose bits), the weights are scaled before they meet x (NVFP4's E2M1 * e4m3 product is exact in fp16),
+and the partial sums leave fp16 for fp32 after 8 (NVFP4) / 4 (INT4) products per half, so they stay finite while
+|x| < ~50,000 (NVFP4) or ~14,000 / max|w| (INT4).
+
+Layouts (read as int32 words, no copy): INT4 uint8 [N/2, K], a byte = rows 2i (low nibble) and 2i+1 of one k, so a
+word is k..k+3 of two rows and (w >> 8j) & 0x000F000F picks k + j, k + j + 2 of the low row; NVFP4 uint8 [N, K/2],
+a word is k..k+7 of one row and (w >> 4p) & 0x000F000F picks k + p, k + p + 4. x is loaded once per step as a
+contiguous tile and its pairs are shuffled in registers (1.04-1.2x faster than gathering each pair from memory);
+each thread holds a few rows of the same K slice, so the x pairs it packs serve all its rows.
+
+`ASM=False` runs the same tiles with fp32 Triton arithmetic: the CPU interpreter (TRITON_INTERPRET=1, which cannot
+run inline PTX) tests the indexing with it; the GPU tests the half2 path.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from ember.quantization.kernels import splitk
+from ember.quantization.kernels.tiles import e2m1
+
+
+def _nvfp4_asm() -> str:
+    """PTX for one 16-element NVFP4 group of a row: $1, $2 the two words, $3 the scale (f16x2), $4..$11 the x pairs
+    (word 0: nibbles p, p + 4 for p = 0..3, then word 1) -> $0 the fp32 dot product (before the 2^14 and global
+    scale). Pair p: ((w << 9 - 4p) & 0x0E000E00) | ((w << 12 - 4p) & 0x80008000) puts nibbles p and p + 4 in two
+    fp16 halves (sign -> bit 15, exponent and mantissa -> bits 9..11): the E2M1 value * 2^-14, exact (tiles.e2m1)."""
+    lines = ["mov.b32 mm, 0x0E000E00;", "mov.b32 ms, 0x80008000;"]
+    for word in (0, 1):
+        for p in range(4):
+            w, a, b = f"${1 + word}", 9 - 4 * p, 12 - 4 * p
+            lines.append(f"shl.b32 a, {w}, {a};" if a >= 0 else f"shr.b32 a, {w}, {-a};")
+            lines += [f"shl.b32 b, {w}, {b};", "and.b32 a, a, mm;", "and.b32 b, b, ms;", "or.b32 t, a, b;",
+                      "mul.rn.f16x2 t, t, $3;"]
+            x = f"${4 + 4 * word + p}"
+            lines.append(f"mul.rn.f16x2 acc, t, {x};" if word == p == 0 else f"fma.rn.f16x2 acc, t, {x}, acc;")
+    return _block(".reg .b32 a, b, t, acc, mm, ms;", lines, [("acc", "$0")])
+
+
+def _int4_asm() -> str:
+    """PTX for 8 k of a packed row pair: $2, $3 the words (k..k+3, k+4..k+7), $4, $5 the scales of rows 2i, 2i+1
+    (f16x2), $6..$9 the x pairs (k, k+2), (k+1, k+3), (k+4, k+6), (k+5, k+7) -> $0, $1 the two rows' fp32 dot
+    products. 0x6400 | (nibble ^ 8) is the fp16 1024 + q + 8: minus 1032 gives q exactly."""
+    lines = ["mov.b32 m4, 0x000F000F;", "mov.b32 mo, 0x64086408;"]
+    for word in (0, 1):
+        for j in (0, 1):
+            for r, acc in enumerate(("accl", "acch")):
+                lines += [f"shr.b32 t, ${2 + word}, {8 * j + 4 * r};", "and.b32 t, t, m4;", "xor.b32 t, t, mo;",
+                          "sub.rn.f16x2 t, t, mo;", f"mul.rn.f16x2 t, t, ${4 + r};"]
+                x = f"${6 + 2 * word + j}"
+                lines.append(f"mul.rn.f16x2 {acc}, t, {x};" if word == j == 0 else
+                             f"fma.rn.f16x2 {acc}, t, {x}, {acc};")
+    return _block(".reg .b32 t, accl, acch, m4, mo;", lines, [("accl", "$0"), ("acch", "$1")])
+
+
+def _block(regs: str, lines: list[str], outs: list[tuple[str, str]]) -> str:
+    """A scoped PTX block; each f16x2 accumulator in `outs` leaves as the fp32 sum of its halves."""
+    for acc, out in outs:
+        lines += [f"mov.b32 {{lo, hi}}, {acc};", "cvt.f32.f16 fl, lo;", "cvt.f32.f16 fh, hi;", "add.f32 fl, fl, fh;",
+                  f"mov.b32 {out}, fl;"]
+    return "{\n" + "\n".join([regs, ".reg .b16 lo, hi;", ".reg .f32 fl, fh;"] + lines) + "\n}"
+
+
+# (globals a jit function reads must be constexpr)
+_NVFP4_ASM = tl.constexpr(_nvfp4_asm())
+_NVFP4_CONSTRAINTS = tl.constexpr("=r" + ",r" * 11)
+_INT4_ASM = tl.constexpr(_int4_asm())
+_INT4_CONSTRAINTS = tl.constexpr("=r,=r" + ",r" * 8)
+
+
+@triton.jit
+def _half(v, HI: tl.constexpr):
+    """fp16 half (low or high) of int32 `v` as fp32."""
+    if HI:
+        v = v >> 16
+    return (v & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+
+
+@triton.jit
+def _f16x2(v):
+    """fp32 `v` rounded to fp16 in both halves of an int32 (a scale or an x value for the half2 math)."""
+    h = v.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+    return h | (h << 16)
+
+
+@triton.jit
+def _x_tile(x_ptr, rm, stride_xm, k0, WIDTH: tl.constexpr, p_ptr, HAS_PQS: tl.constexpr):
+    """x[m, k0[g] .. k0[g] + WIDTH] [BM, BG, WIDTH] (times pre_quant_scale, rounded to x's dtype as the reference)
+    as fp16 bits in int32 (one contiguous load; the pairs are shuffled in registers)."""
+    kk = k0[None, :, None] + tl.arange(0, WIDTH)[None, None, :]                            # [1, BG, WIDTH]
+    x = tl.load(x_ptr + rm[:, None, None] * stride_xm + kk)
+    if HAS_PQS:
+        x = (x.to(tl.float32) * tl.load(p_ptr + kk).to(x.dtype).to(tl.float32)).to(x.dtype)
+    return x.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+
+
+@triton.jit
+def _nvfp4_pair_ref(w, P: tl.constexpr, s, xp):
+    """fp32 twin of one NVFP4 pair of the asm block: (nibble p, p + 4) * scale . (x pair)."""
+    lo = e2m1((w >> (4 * P)) & 15) * s
+    hi = e2m1((w >> (4 * P + 16)) & 15) * s
+    return lo * _half(xp, False) + hi * _half(xp, True)
+
+
+@triton.jit
+def _int4_pair_ref(w, S: tl.constexpr, s, xp):
+    """fp32 twin of one INT4 pair: q(k + j), q(k + j + 2) of one row * scale . (x pair)."""
+    lo = (((w >> S) & 15) ^ 8).to(tl.float32) - 8.0
+    hi = (((w >> (S + 16)) & 15) ^ 8).to(tl.float32) - 8.0
+    return (lo * _half(xp, False) + hi * _half(xp, True)) * s
+
+
+@triton.jit
+def _nvfp4_kernel(x_ptr, w_ptr, s_ptr, s2_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, stride_xm, stride_wn,
+                  stride_sn, stride_ym, K_SPLIT, HAS_PQS: tl.constexpr, HAS_BIAS: tl.constexpr, ASM: tl.constexpr,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, SPLIT: tl.constexpr):
+    """Grid (cdiv(N, BN), SPLIT): rows pid_n * BN.. over K elements pid_k * K_SPLIT.., BLOCK_G 16-element groups
+    (two words, one e4m3 scale) a step. acc [BM, BN, BG] fp32."""
+    pid_n, pid_k = tl.program_id(0), tl.program_id(1)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rn = tl.minimum(offs_n, N - 1)
+    offs_m = tl.arange(0, BLOCK_M)
+    rm = tl.minimum(offs_m, M - 1)
+    g = tl.arange(0, BLOCK_G)
+    two = tl.arange(0, 2)[None, None, :]                                                   # a word pair
+    w_rows = w_ptr + rn[:, None].to(tl.int64) * stride_wn                                  # [BN, 1] int32 words
+    s_rows = s_ptr + rn[:, None].to(tl.int64) * stride_sn
+    shape: tl.constexpr = (BLOCK_M, BLOCK_N, BLOCK_G)
+    acc = tl.zeros(shape, dtype=tl.float32)
+    for k0 in range(pid_k * K_SPLIT, (pid_k + 1) * K_SPLIT, 16 * BLOCK_G):
+        gi = k0 // 16 + g                                                                  # [BG] group index
+        w0, w1 = tl.split(tl.load(w_rows[:, :, None] + (2 * gi)[None, :, None] + two))     # [BN, BG]: k..k+7, +8
+        s = tl.load(s_rows + gi[None, :]).to(tl.float32)                                   # [BN, BG] e4m3
+        xt = _x_tile(x_ptr, rm, stride_xm, 16 * gi, 16, p_ptr, HAS_PQS)                    # [BM, BG, 16]
+        # pairs (p, p + 4) of each word: (word, +4, p) -> (word, p, +4), the halves packed, then split by p, word
+        lo, hi = tl.split(tl.permute(tl.reshape(xt, (BLOCK_M, BLOCK_G, 2, 2, 4)), (0, 1, 2, 4, 3)))
+        ev, od = tl.split(tl.reshape(lo | (hi << 16), (BLOCK_M, BLOCK_G, 2, 2, 2)))         # p even / odd
+        e0, e1 = tl.split(ev)                                                              # p = 0 / 2
+        o0, o1 = tl.split(od)                                                              # p = 1 / 3
+        x0, x4 = tl.split(e0)                                                              # [BM, BG]: word 0 / 1
+        x2, x6 = tl.split(e1)
+        x1, x5 = tl.split(o0)
+        x3, x7 = tl.split(o1)
+        x0, x1, x2, x3 = x0[:, None, :], x1[:, None, :], x2[:, None, :], x3[:, None, :]  # [BM, 1, BG]
+        x4, x5, x6, x7 = x4[:, None, :], x5[:, None, :], x6[:, None, :], x7[:, None, :]
+        w0 = tl.broadcast_to(w0[None], shape)
+        w1 = tl.broadcast_to(w1[None], shape)
+        if ASM:
+            s2 = tl.broadcast_to(_f16x2(s)[None], shape)
+            part = tl.inline_asm_elementwise(
+                _NVFP4_ASM, _NVFP4_CONSTRAINTS,
+                [w0, w1, s2, tl.broadcast_to(x0, shape), tl.broadcast_to(x1, shape), tl.broadcast_to(x2, shape),
+                 tl.broadcast_to(x3, shape), tl.broadcast_to(x4, shape), tl.broadcast_to(x5, shape),
+                 tl.broadcast_to(x6, shape), tl.broadcast_to(x7, shape)],
+                dtype=tl.int32, is_pure=True, pack=1).to(tl.float32, bitcast=True)
+        else:
+            s16 = s.to(tl.float16).to(tl.float32)[None]
+            part = (_nvfp4_pair_ref(w0, 0, s16, x0) + _nvfp4_pair_ref(w0, 1, s16, x1)
+                    + _nvfp4_pair_ref(w0, 2, s16, x2) + _nvfp4_pair_ref(w0, 3, s16, x3)
+                    + _nvfp4_pair_ref(w1, 0, s16, x4) + _nvfp4_pair_ref(w1, 1, s16, x5)
+                    + _nvfp4_pair_ref(w1, 2, s16, x6) + _nvfp4_pair_ref(w1, 3, s16, x7))
+        acc += part
+    y = tl.sum(acc, axis=2) * (tl.load(s2_ptr) * 16384.0)                                  # [BM, BN]; 2^14: e2m1
+    extra = tl.zeros((1, BLOCK_N), dtype=tl.float32)
+    if HAS_BIAS:
+        extra += tl.load(b_ptr + rn).to(tl.float32)[None, :]
+    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    y_ptrs = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :]
+    splitk.store_tile(y, extra, y_ptrs, mask, ws_ptr, cnt_ptr, pid_n, pid_k, SPLIT, BLOCK_M, BLOCK_N)
+
+
+@triton.jit
+def _int4_kernel(x_ptr, w_ptr, s_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, stride_xm, stride_wn, stride_sn,
+                 stride_ym, K_SPLIT, GROUP: tl.constexpr, HAS_PQS: tl.constexpr, HAS_BIAS: tl.constexpr,
+                 ASM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr,
+                 SPLIT: tl.constexpr):
+    """Grid (cdiv(N/2, BN), SPLIT): packed rows i (output rows 2i, 2i+1) over K elements pid_k * K_SPLIT..,
+    BLOCK_G 8-element steps (two words) at a time. acc_lo / acc_hi [BM, BN, BG] fp32."""
+    pid_n, pid_k = tl.program_id(0), tl.program_id(1)
+    offs_i = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    ri = tl.minimum(offs_i, N // 2 - 1)
+    offs_m = tl.arange(0, BLOCK_M)
+    rm = tl.minimum(offs_m, M - 1)
+    g = tl.arange(0, BLOCK_G)
+    two = tl.arange(0, 2)[None, None, :]                                                   # a word pair
+    w_rows = w_ptr + ri[:, None].to(tl.int64) * stride_wn                                  # [BN, 1]
+    s_lo = s_ptr + (2 * ri)[:, None].to(tl.int64) * stride_sn
+    shape: tl.constexpr = (BLOCK_M, BLOCK_N, BLOCK_G)
+    acc_lo = tl.zeros(shape, dtype=tl.float32)
+    acc_hi = tl.zeros(shape, dtype=tl.float32)
+    for k0 in range(pid_k * K_SPLIT, (pid_k + 1) * K_SPLIT, 8 * BLOCK_G):
+        gi = k0 // 8 + g                                                                   # [BG] 8-element step
+        w0, w1 = tl.split(tl.load(w_rows[:, :, None] + (2 * gi)[None, :, None] + two))     # [BN, BG]: k..k+3, +4
+        sl = tl.load(s_lo + (8 * gi[None, :]) // GROUP)                                    # [BN, BG] fp32
+        sh = tl.load(s_lo + stride_sn + (8 * gi[None, :]) // GROUP)
+        xt = _x_tile(x_ptr, rm, stride_xm, 8 * gi, 8, p_ptr, HAS_PQS)                      # [BM, BG, 8]
+        # pairs (j, j + 2) of each word: (word, +2, j) -> (word, j, +2), the halves packed, then split by j, word
+        lo, hi = tl.split(tl.permute(tl.reshape(xt, (BLOCK_M, BLOCK_G, 2, 2, 2)), (0, 1, 2, 4, 3)))
+        j0, j1 = tl.split(lo | (hi << 16))                                                 # [BM, BG, 2 words]
+        x0, x2 = tl.split(j0)                                                              # (k, k+2), (k+4, k+6)
+        x1, x3 = tl.split(j1)                                                              # (k+1, k+3), (k+5, k+7)
+        x0, x1, x2, x3 = x0[:, None, :], x1[:, None, :], x2[:, None, :], x3[:, None, :]  # [BM, 1, BG]
+        w0 = tl.broadcast_to(w0[None], shape)
+        w1 = tl.broadcast_to(w1[None], shape)
+        if ASM:
+            lo, hi = tl.inline_asm_elementwise(
+                _INT4_ASM, _INT4_CONSTRAINTS,
+                [w0, w1, tl.broadcast_to(_f16x2(sl)[None], shape), tl.broadcast_to(_f16x2(sh)[None], shape),
+                 tl.broadcast_to(x0, shape), tl.broadcast_to(x1, shape), tl.broadcast_to(x2, shape),
+                 tl.broadcast_to(x3, shape)],
+                dtype=(tl.int32, tl.int32), is_pure=True, pack=1)
+            acc_lo += lo.to(tl.float32, bitcast=True)
+            acc_hi += hi.to(tl.float32, bitcast=True)
+        else:
+            s_l = sl.to(tl.float16).to(tl.float32)[None]
+            s_h = sh.to(tl.float16).to(tl.float32)[None]
+            acc_lo += (_int4_pair_ref(w0, 0, s_l, x0) + _int4_pair_ref(w0, 8, s_l, x1)
+                       + _int4_pair_ref(w1, 0, s_l, x2) + _int4_pair_ref(w1, 8, s_l, x3))
+            acc_hi += (_int4_pair_ref(w0, 4, s_h, x0) + _int4_pair_ref(w0, 12, s_h, x1)
+                       + _int4_pair_ref(w1, 4, s_h, x2) + _int4_pair_ref(w1, 12, s_h, x3))
+    y_lo, y_hi = tl.sum(acc_lo, axis=2), tl.sum(acc_hi, axis=2)                            # [BM, BN]
+    b_lo = tl.zeros((1, BLOCK_N), dtype=tl.float32)
+    b_hi = tl.zeros((1, BLOCK_N), dtype=tl.float32)
+    if HAS_BIAS:
+        b_lo += tl.load(b_ptr + 2 * ri).to(tl.float32)[None, :]
+        b_hi += tl.load(b_ptr + 2 * ri + 1).to(tl.float32)[None, :]
+    mask = (offs_m[:, None] < M) & (offs_i[None, :] < N // 2)
+    y_ptrs = y_ptr + offs_m[:, None] * stride_ym + 2 * offs_i[None, :]
+    splitk.store_tile(y_lo, b_lo, y_ptrs, mask, ws_ptr, cnt_ptr, 2 * pid_n, pid_k, SPLIT, BLOCK_M, BLOCK_N)
+    splitk.store_tile(y_hi, b_hi, y_ptrs + 1, mask, ws_ptr, cnt_ptr, 2 * pid_n + 1, pid_k, SPLIT, BLOCK_M, BLOCK_N)
+
+
+def _launch_shape(x, k: int, n_tiles: int, tiles_per_n: int, step: int, cfg) -> tuple:
+    """(x rows [M, K], split, K elements per split) for a config whose step is `step` K elements."""
+    x2 = x.reshape(-1, k)
+    x2 = x2 if x2.stride(-1) == 1 else x2.contiguous()
+    split = splitk.max_split(n_tiles * tiles_per_n, cfg.block_m * cfg.block_n, cfg.split_k)
+    while split > 1 and k % (split * step):
+        split //= 2
+    return x2, split, k // split
+
+
+def _asm(x) -> bool:
+    """The half2 PTX path: on the GPU, unless the Triton interpreter runs the kernel."""
+    return x.is_cuda and os.environ.get("TRITON_INTERPRET", "0") != "1"
+
+
+def supports(k: int, block_k: int) -> bool:
+    """K in whole steps of the config (a step is 16 NVFP4 / 8 INT4 elements times a power of two)."""
+    return k % block_k == 0
+
+
+def nvfp4_gemv(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, scale_2: torch.Tensor,
+               pqs: torch.Tensor | None, bias: torch.Tensor | None, cfg) -> torch.Tensor:
+    """x [..., K] (M <= cfg.block_m rows) -> [..., N]; weight uint8 [N, K/2], scale e4m3 [N, K/16], scale_2 fp32
+    [>= 1] (uses [0]). cfg: dispatch.Config ("h2", block_m, block_n rows, block_k K elements a step, num_warps,
+    num_stages, split_k)."""
+    n, k = weight.shape[0], x.shape[-1]
+    if k != 16 * scale.shape[1]:
+        raise ValueError(f"the NVFP4 GEMV takes 16-element blocks, this weight has {k // scale.shape[1]}")
+    x2, split, k_split = _launch_shape(x, k, triton.cdiv(n, cfg.block_n), 1, cfg.block_k, cfg)
+    words = weight.view(torch.int32)                                                       # [N, K/8]
+    ws, cnt = splitk.workspace(x.device)
+    y = torch.empty(x2.shape[0], n, dtype=x.dtype, device=x.device)
+    _nvfp4_kernel[(triton.cdiv(n, cfg.block_n), split)](
+        x2, words, scale, scale_2, pqs if pqs is not None else scale_2, bias if bias is not None else scale_2, y,
+        ws, cnt, x2.shape[0], n, x2.stride(0), words.stride(0), scale.stride(0), y.stride(0), k_split,
+        HAS_PQS=pqs is not None, HAS_BIAS=bias is not None, ASM=_asm(x),
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_G=cfg.block_k // 16, SPLIT=split, num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages)
+    return y.view(*x.shape[:-1], n)
+
+
+def int4_gemv(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, pqs: torch.Tensor | None,
+              bias: torch.Tensor | None, cfg) -> torch.Tensor:
+    """x [..., K] (M <= cfg.block_m rows) -> [..., N]; weight uint8 [N/2, K], scale fp32 [N, K/group]. cfg as
+    nvfp4_gemv's, block_n counting packed rows (two output rows each)."""
+    n, k = 2 * weight.shape[0], x.shape[-1]
+    tiles = triton.cdiv(n // 2, cfg.block_n)
+    x2, split, k_split = _launch_shape(x, k, tiles, 2, cfg.block_k, cfg)
+    words = weight.view(torch.int32)                                                       # [N/2, K/4]
+    ws, cnt = splitk.workspace(x.device)
+    y = torch.empty(x2.shape[0], n, dtype=x.dtype, device=x.device)
+    _int4_kernel[(tiles, split)](
+        x2, words, scale, pqs if pqs is not None else scale, bias if bias is not None else scale, y, ws, cnt,
+        x2.shape[0], n, x2.stride(0), words.stride(0), scale.stride(0), y.stride(0), k_split,
+        GROUP=k // scale.shape[1], HAS_PQS=pqs is not None, HAS_BIAS=bias is not None, ASM=_asm(x),
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_G=cfg.block_k // 8, SPLIT=split,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    return y.view(*x.shape[:-1], n)

@@ -55,7 +55,7 @@ def default_config(kind: str, m: int) -> Config:
     if kind in ("fp8", "w4a8") or (kind == "int8_sq" and m > 16):
         return Config("mm", 0, 0, 0)          # cuBLAS FP8 beat the FP8 GEMV at every M measured
     if m <= 4 and kind == "nvfp4":
-        return Config("h2", m_bucket(m), 32, 256, 2, 1, 4)
+        return Config("h2", 1, 64, 512, 4, 1, 4) if m == 1 else Config("h2", m_bucket(m), 64, 256, 4, 1, 4)
     if m == 1 and kind == "int4":
         return Config("h2", 1, 8, 256, 2, 1, 8)
     if m <= 4 and kind == "int4":

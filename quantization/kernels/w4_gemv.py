@@ -134,14 +134,17 @@ def _nvfp4_kernel(x_ptr, w_ptr, s_ptr, s2_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_
     offs_m = tl.arange(0, BLOCK_M)
     rm = tl.minimum(offs_m, M - 1)
     g = tl.arange(0, BLOCK_G)
-    two = tl.arange(0, 2)[None, None, :]                                                   # a word pair
+    words = tl.arange(0, 2 * BLOCK_G)[None, :]                                             # two a group
     w_rows = w_ptr + rn[:, None].to(tl.int64) * stride_wn                                  # [BN, 1] int32 words
     s_rows = s_ptr + rn[:, None].to(tl.int64) * stride_sn
     shape: tl.constexpr = (BLOCK_M, BLOCK_N, BLOCK_G)
     acc = tl.zeros(shape, dtype=tl.float32)
     for k0 in range(pid_k * K_SPLIT, (pid_k + 1) * K_SPLIT, 16 * BLOCK_G):
         gi = k0 // 16 + g                                                                  # [BG] group index
-        w0, w1 = tl.split(tl.load(w_rows[:, :, None] + (2 * gi)[None, :, None] + two))     # [BN, BG]: k..k+7, +8
+        # why one contiguous [BN, 2 BG] load, split in registers: 16-byte loads (a [BN, BG, 2] load gets 8-byte
+        # ones); 1.2-1.3x faster at M = 1, the load path being the limit (docs/performance.md, session 5)
+        wt = tl.load(w_rows + k0 // 8 + words)                                             # [BN, 2 BG] int32
+        w0, w1 = tl.split(tl.reshape(wt, (BLOCK_N, BLOCK_G, 2)))                           # [BN, BG]: k..k+7, +8
         s = tl.load(s_rows + gi[None, :]).to(tl.float32)                                   # [BN, BG] e4m3
         xt = _x_tile(x_ptr, rm, stride_xm, 16 * gi, 16, p_ptr, HAS_PQS)                    # [BM, BG, 16]
         # pairs (p, p + 4) of each word: (word, +4, p) -> (word, p, +4), the halves packed, then split by p, word
@@ -194,7 +197,7 @@ def _int4_kernel(x_ptr, w_ptr, s_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N
     offs_m = tl.arange(0, BLOCK_M)
     rm = tl.minimum(offs_m, M - 1)
     g = tl.arange(0, BLOCK_G)
-    two = tl.arange(0, 2)[None, None, :]                                                   # a word pair
+    words = tl.arange(0, 2 * BLOCK_G)[None, :]                                             # two a group
     w_rows = w_ptr + ri[:, None].to(tl.int64) * stride_wn                                  # [BN, 1]
     s_lo = s_ptr + (2 * ri)[:, None].to(tl.int64) * stride_sn
     shape: tl.constexpr = (BLOCK_M, BLOCK_N, BLOCK_G)
@@ -202,7 +205,8 @@ def _int4_kernel(x_ptr, w_ptr, s_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N
     acc_hi = tl.zeros(shape, dtype=tl.float32)
     for k0 in range(pid_k * K_SPLIT, (pid_k + 1) * K_SPLIT, 8 * BLOCK_G):
         gi = k0 // 8 + g                                                                   # [BG] 8-element step
-        w0, w1 = tl.split(tl.load(w_rows[:, :, None] + (2 * gi)[None, :, None] + two))     # [BN, BG]: k..k+3, +4
+        wt = tl.load(w_rows + k0 // 4 + words)                                             # [BN, 2 BG] int32
+        w0, w1 = tl.split(tl.reshape(wt, (BLOCK_N, BLOCK_G, 2)))                           # [BN, BG]: k..k+3, +4
         sl = tl.load(s_lo + (8 * gi[None, :]) // GROUP)                                    # [BN, BG] fp32
         sh = tl.load(s_lo + stride_sn + (8 * gi[None, :]) // GROUP)
         xt = _x_tile(x_ptr, rm, stride_xm, 8 * gi, 8, p_ptr, HAS_PQS)                      # [BM, BG, 8]

@@ -1,20 +1,23 @@
 """Decode GEMV (M <= 4) for 4-bit weights in their checkpoint layouts, in packed half2 arithmetic: INT4-AWQ, NVFP4.
 
-Why packed half2: a 4-bit GEMV at decode is bound by the instructions it issues per weight, not by HBM (Nsight
-Compute, docs/performance.md: ~10 a weight in the fp32 kernels). Here every 32-bit operation handles two weights:
-two nibbles land in the two fp16 halves of a register by shifts and masks (no int->float conversion), and the scale
-and multiply-add run as `mul/fma.rn.f16x2`, ~3.5 instructions a weight. Triton has no packed half2 operations, so
-each step is a `tl.inline_asm_elementwise` block over one group of nibbles (Marlin's and TensorRT-LLM's GEMVs use
-the same tricks in CUDA). Numerics: x is rounded to fp16 (exact for bf16 values in fp16's range; subnormals,
-|x| < 6e-5, lose bits), the weights are scaled before they meet x (NVFP4's E2M1 * e4m3 product is exact in fp16),
-and the partial sums leave fp16 for fp32 after 8 (NVFP4) / 4 (INT4) products per half, so they stay finite while
-|x| < ~50,000 (NVFP4) or ~14,000 / max|w| (INT4).
+Why packed half2: the fp32 4-bit GEMVs issued ~10 instructions a weight at low occupancy (Nsight Compute,
+docs/performance.md, session 4). Here every 32-bit operation handles two weights: two nibbles land in the two fp16
+halves of a register by shifts and masks (no int->float conversion), and the scale and multiply-add run as
+`mul/fma.rn.f16x2`, ~3.5 instructions a weight. Triton has no packed half2 operations, so each step is a
+`tl.inline_asm_elementwise` block over one group of nibbles (Marlin's and TensorRT-LLM's GEMVs use the same tricks
+in CUDA). That moved the limit to the load path, hence the loads below: one contiguous tile each for the weight
+words (16-byte loads) and for x, both split in registers (session 5: 1.4-1.5x together at M = 1, configs
+re-tuned).
+
+Numerics: x is rounded to fp16 (exact for bf16 values in fp16's range; subnormals, |x| < 6e-5, lose bits), the
+weights are scaled before they meet x (NVFP4's E2M1 * e4m3 product is exact in fp16), and the partial sums leave
+fp16 for fp32 after 8 (NVFP4) / 4 (INT4) products per half, so they stay finite while |x| < ~50,000 (NVFP4) or
+~14,000 / max|w| (INT4).
 
 Layouts (read as int32 words, no copy): INT4 uint8 [N/2, K], a byte = rows 2i (low nibble) and 2i+1 of one k, so a
 word is k..k+3 of two rows and (w >> 8j) & 0x000F000F picks k + j, k + j + 2 of the low row; NVFP4 uint8 [N, K/2],
-a word is k..k+7 of one row and (w >> 4p) & 0x000F000F picks k + p, k + p + 4. x is loaded once per step as a
-contiguous tile and its pairs are shuffled in registers (1.04-1.2x faster than gathering each pair from memory);
-each thread holds a few rows of the same K slice, so the x pairs it packs serve all its rows.
+a word is k..k+7 of one row and (w >> 4p) & 0x000F000F picks k + p, k + p + 4. Each thread holds a few rows of
+the same K slice, so the x pairs it packs serve all its rows.
 
 `ASM=False` runs the same tiles with fp32 Triton arithmetic: the CPU interpreter (TRITON_INTERPRET=1, which cannot
 run inline PTX) tests the indexing with it; the GPU tests the half2 path.
@@ -142,7 +145,7 @@ def _nvfp4_kernel(x_ptr, w_ptr, s_ptr, s2_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_
     for k0 in range(pid_k * K_SPLIT, (pid_k + 1) * K_SPLIT, 16 * BLOCK_G):
         gi = k0 // 16 + g                                                                  # [BG] group index
         # why one contiguous [BN, 2 BG] load, split in registers: 16-byte loads (a [BN, BG, 2] load gets 8-byte
-        # ones); 1.2-1.3x faster at M = 1, the load path being the limit (docs/performance.md, session 5)
+        # ones): 1.2-1.4x faster at M = 1 (docs/performance.md, session 5)
         wt = tl.load(w_rows + k0 // 8 + words)                                             # [BN, 2 BG] int32
         w0, w1 = tl.split(tl.reshape(wt, (BLOCK_N, BLOCK_G, 2)))                           # [BN, BG]: k..k+7, +8
         s = tl.load(s_rows + gi[None, :]).to(tl.float32)                                   # [BN, BG] e4m3
@@ -259,11 +262,6 @@ def _launch_shape(x, k: int, n_tiles: int, tiles_per_n: int, step: int, cfg) -> 
 def _asm(x) -> bool:
     """The half2 PTX path: on the GPU, unless the Triton interpreter runs the kernel."""
     return x.is_cuda and os.environ.get("TRITON_INTERPRET", "0") != "1"
-
-
-def supports(k: int, block_k: int) -> bool:
-    """K in whole steps of the config (a step is 16 NVFP4 / 8 INT4 elements times a power of two)."""
-    return k % block_k == 0
 
 
 def nvfp4_gemv(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, scale_2: torch.Tensor,

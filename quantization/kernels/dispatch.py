@@ -3,7 +3,8 @@
 Kernels by format (`quant_algo` -> kind):
   W4A16_AWQ -> int4 (M <= tinygemm.MAX_M in bf16: aten's tinygemm kernel, see tinygemm.py), NVFP4 / NVFP4_AWQ ->
   nvfp4 (weight-only, dequantized in registers): "h2" (w4_gemv.py, packed half2 on the checkpoint layout) and
-  "ew2" (w4a16.py elementwise) for M <= 4, w4a16.py "dot" (optionally split-K) for any M;
+  "ew2" (w4a16.py elementwise) for M <= 4 (NVFP4 h2 up to M = 8 where the table measured it faster), w4a16.py
+  "dot" (optionally split-K) for any M;
   FP8 -> fp8, FP8_PER_CHANNEL_PER_TOKEN -> fp8_rowwise, W8A16 -> int8_wo, W8A8_SQ_PER_CHANNEL -> int8_sq
   (w8.py: the activation quantized in registers; "mm" configs: act_quant.py + cuBLAS, FP8 per-tensor at every M
   and SmoothQuant INT8 at M > 16 where measured faster; FP8RowWise always runs w8.py); W4A8_AWQ -> w4a8 (the FP8

@@ -12,7 +12,6 @@ INT4 at M = 4 keeps tl.dot, which beat h2 there.
 MEASURED: dict[tuple[str, int, int, int], tuple] = {
     ('int4', 6144, 4096, 8): ('dot', 16, 64, 128, 4, 3),  # 26.5 us, bf16 F.linear 20.9 us
     ('int4', 6144, 4096, 256): ('dot', 64, 64, 128, 4, 3),  # 65.5 us, bf16 F.linear 24.0 us
-    ('nvfp4', 6144, 4096, 8): ('dot', 16, 64, 128, 4, 3),  # 28.1 us, bf16 F.linear 20.9 us
     ('nvfp4', 6144, 4096, 256): ('dot', 64, 64, 128, 4, 3),  # 65.4 us, bf16 F.linear 24.0 us
     ('fp8', 6144, 4096, 1): ('mm', 0, 0, 0),  # 14.1 us, bf16 F.linear 20.6 us
     ('fp8', 6144, 4096, 2): ('mm', 0, 0, 0),  # 15.6 us, bf16 F.linear 21.2 us
@@ -37,7 +36,6 @@ MEASURED: dict[tuple[str, int, int, int], tuple] = {
     ('int8_sq', 6144, 4096, 256): ('mm', 0, 0, 0),  # 48.0 us, bf16 F.linear 24.0 us
     ('int4', 4096, 4096, 8): ('dot', 16, 32, 128, 4, 3, 2),  # 21.1 us, bf16 F.linear 16.7 us
     ('int4', 4096, 4096, 256): ('dot', 64, 64, 128, 4, 3),  # 43.2 us, bf16 F.linear 19.5 us
-    ('nvfp4', 4096, 4096, 8): ('dot', 16, 32, 128, 4, 3, 2),  # 23.8 us, bf16 F.linear 16.7 us
     ('nvfp4', 4096, 4096, 256): ('dot', 64, 64, 128, 4, 3),  # 47.8 us, bf16 F.linear 19.5 us
     ('fp8', 4096, 4096, 1): ('ew', 1, 8, 1024, 4, 1),  # 10.6 us ("mm" 11.0), bf16 F.linear 16.5 us (session 4)
     ('fp8', 4096, 4096, 2): ('mm', 0, 0, 0),  # 11.3 us, bf16 F.linear 16.8 us
@@ -87,7 +85,6 @@ MEASURED: dict[tuple[str, int, int, int], tuple] = {
     ('int8_sq', 24576, 4096, 256): ('mm', 0, 0, 0),  # 130.2 us, bf16 F.linear 84.3 us
     ('int4', 4096, 12288, 8): ('dot', 16, 32, 128, 4, 3, 2),  # 46.4 us, bf16 F.linear 40.2 us
     ('int4', 4096, 12288, 256): ('dot', 64, 64, 128, 4, 3),  # 118.8 us, bf16 F.linear 49.3 us
-    ('nvfp4', 4096, 12288, 8): ('dot', 16, 32, 128, 4, 3, 2),  # 57.9 us, bf16 F.linear 40.2 us
     ('nvfp4', 4096, 12288, 256): ('dot', 64, 64, 128, 4, 3),  # 138.9 us, bf16 F.linear 49.3 us
     ('fp8', 4096, 12288, 1): ('ew', 1, 4, 2048, 4, 1),  # 26.0 us ("mm" 28.0), bf16 F.linear 39.6 us (session 4)
     ('fp8', 4096, 12288, 2): ('mm', 0, 0, 0),  # 28.2 us, bf16 F.linear 39.7 us
@@ -142,4 +139,7 @@ MEASURED: dict[tuple[str, int, int, int], tuple] = {
     ('int4', 4096, 4096, 4): ('dot', 16, 64, 128, 4, 3, 4),  # 13.3 us (h2 17.0, tinygemm 9.5), bf16 F.linear 16.5 us (session 5)
     ('int4', 24576, 4096, 4): ('dot', 16, 64, 128, 4, 3, 4),  # 41.5 us (h2 69.0, tinygemm 41.4), bf16 F.linear 73.3 us (session 5)
     ('int4', 4096, 12288, 4): ('dot', 16, 64, 128, 4, 3, 4),  # 27.0 us (h2 32.9, tinygemm 22.5), bf16 F.linear 40.5 us (session 5)
+    ('nvfp4', 6144, 4096, 8): ('h2', 8, 32, 128, 2, 1, 4),  # 19.7 us (tl.dot 28.4), bf16 F.linear 21.0 us (session 5)
+    ('nvfp4', 4096, 4096, 8): ('h2', 8, 64, 256, 4, 1, 4),  # 14.6 us (tl.dot 21.6), bf16 F.linear 16.2 us (session 5)
+    ('nvfp4', 4096, 12288, 8): ('h2', 8, 64, 256, 4, 1, 4),  # 33.2 us (tl.dot 55.7), bf16 F.linear 39.8 us (session 5)
 }

@@ -1,4 +1,4 @@
-"""Decode GEMV (M <= 4) for 4-bit weights in their checkpoint layouts, in packed half2 arithmetic: INT4-AWQ, NVFP4.
+"""Decode GEMV (M <= 8) for 4-bit weights in their checkpoint layouts, in packed half2 arithmetic: INT4-AWQ, NVFP4.
 
 Why packed half2: the fp32 4-bit GEMVs issued ~10 instructions a weight at low occupancy (Nsight Compute,
 docs/performance.md, session 4). Here every 32-bit operation handles two weights: two nibbles land in the two fp16

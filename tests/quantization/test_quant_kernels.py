@@ -114,7 +114,7 @@ def test_kernels_interpreter_cpu():
 @needs_cuda
 def test_kernels_gpu_qwen3_8b_shapes():
     _run("cuda", "bfloat16", "[(6144, 4096), (1000, 256)]", "[1, 3, 16, 300]",
-         "[('ew', 1, 4, 256, 4), ('h2', 1, 64, 512, 4, 1, 4), ('h2', 4, 32, 256, 2, 1, 4), ('ew2', 1, 4, 256, 4), "
+         "[('ew', 1, 4, 256, 4), ('h2', 1, 64, 512, 4, 1, 4), ('h2', 4, 32, 256, 2, 1, 4), ('h2', 8, 32, 128, 2, 1, 4), ('ew2', 1, 4, 256, 4), "
          "('dot', 16, 64, 128, 4, 3), ('dot', 64, 32, 128, 4, 3, 2), ('dot', 16, 32, 128, 4, 3, 8), "
          "('mm', 0, 0, 0)]", dict(os.environ))
 
@@ -125,6 +125,7 @@ def test_dispatch_rules():
     assert [dispatch.m_bucket(m) for m in (1, 2, 3, 16, 17, 256, 257, 8192)] == [1, 2, 4, 16, 32, 256, 512, 512]
     assert dispatch.lookup("int4", 4096, 4096, 1).kind == "h2"         # (bf16 INT4 goes to tinygemm first)
     assert dispatch.lookup("nvfp4", 4096, 4096, 2).kind == "h2"        # no M = 2 row: the default
+    assert dispatch.lookup("nvfp4", 6144, 4096, 7).kind == "h2"        # measured faster than tl.dot at M = 8
     assert dispatch.lookup("int4", 4096, 4096, 3).kind == "dot"        # h2 lost to tl.dot at M = 4
     assert dispatch.lookup("int8_wo", 4096, 4096, 1).kind == "ew"
     assert dispatch.lookup("int4", 4096, 4096, 64).kind == "dot"

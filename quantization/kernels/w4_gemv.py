@@ -33,6 +33,7 @@ import triton.language as tl
 
 from ember.quantization.kernels import splitk
 from ember.quantization.kernels.tiles import e2m1
+from ember.quantization.kernels.w4a16 import rows, split_grid
 
 
 def _nvfp4_asm() -> str:
@@ -120,7 +121,7 @@ def _nvfp4_pair_ref(w, P: tl.constexpr, s, xp):
 @triton.jit
 def _int4_pair_ref(w, S: tl.constexpr, s, xp):
     """fp32 twin of one INT4 pair: q(k + j), q(k + j + 2) of one row * scale . (x pair)."""
-    lo = (((w >> S) & 15) ^ 8).to(tl.float32) - 8.0
+    lo = (((w >> S) & 15) ^ 8).to(tl.float32) - 8.0       # (tiles.int4_f32 needs the bits above the byte clear)
     hi = (((w >> (S + 16)) & 15) ^ 8).to(tl.float32) - 8.0
     return (lo * _half(xp, False) + hi * _half(xp, True)) * s
 
@@ -249,16 +250,6 @@ def _int4_kernel(x_ptr, w_ptr, s_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N
     splitk.store_tile(y_hi, b_hi, y_ptrs + 1, mask, ws_ptr, cnt_ptr, 2 * pid_n + 1, pid_k, SPLIT, BLOCK_M, BLOCK_N)
 
 
-def _launch_shape(x, k: int, n_tiles: int, tiles_per_n: int, step: int, cfg) -> tuple:
-    """(x rows [M, K], split, K elements per split) for a config whose step is `step` K elements."""
-    x2 = x.reshape(-1, k)
-    x2 = x2 if x2.stride(-1) == 1 else x2.contiguous()
-    split = splitk.max_split(n_tiles * tiles_per_n, cfg.block_m * cfg.block_n, cfg.split_k)
-    while split > 1 and k % (split * step):
-        split //= 2
-    return x2, split, k // split
-
-
 def _asm(x) -> bool:
     """The half2 PTX path: on the GPU, unless the Triton interpreter runs the kernel."""
     return x.is_cuda and os.environ.get("TRITON_INTERPRET", "0") != "1"
@@ -272,13 +263,14 @@ def nvfp4_gemv(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, scale
     n, k = weight.shape[0], x.shape[-1]
     if k != 16 * scale.shape[1]:
         raise ValueError(f"the NVFP4 GEMV takes 16-element blocks, this weight has {k // scale.shape[1]}")
-    x2, split, k_split = _launch_shape(x, k, triton.cdiv(n, cfg.block_n), 1, cfg.block_k, cfg)
+    x2 = rows(x)
+    _, tiles, split = split_grid(x2.shape[0], triton.cdiv(n, cfg.block_n), 1, k, cfg.block_k, cfg)   # one M tile
     words = weight.view(torch.int32)                                                       # [N, K/8]
     ws, cnt = splitk.workspace(x.device)
     y = torch.empty(x2.shape[0], n, dtype=x.dtype, device=x.device)
-    _nvfp4_kernel[(triton.cdiv(n, cfg.block_n), split)](
+    _nvfp4_kernel[(tiles, split)](
         x2, words, scale, scale_2, pqs if pqs is not None else scale_2, bias if bias is not None else scale_2, y,
-        ws, cnt, x2.shape[0], n, x2.stride(0), words.stride(0), scale.stride(0), y.stride(0), k_split,
+        ws, cnt, x2.shape[0], n, x2.stride(0), words.stride(0), scale.stride(0), y.stride(0), k // split,
         HAS_PQS=pqs is not None, HAS_BIAS=bias is not None, ASM=_asm(x),
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_G=cfg.block_k // 16, SPLIT=split, num_warps=cfg.num_warps,
         num_stages=cfg.num_stages)
@@ -290,14 +282,14 @@ def int4_gemv(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, pqs: t
     """x [..., K] (M <= cfg.block_m rows) -> [..., N]; weight uint8 [N/2, K], scale fp32 [N, K/group]. cfg as
     nvfp4_gemv's, block_n counting packed rows (two output rows each)."""
     n, k = 2 * weight.shape[0], x.shape[-1]
-    tiles = triton.cdiv(n // 2, cfg.block_n)
-    x2, split, k_split = _launch_shape(x, k, tiles, 2, cfg.block_k, cfg)
+    x2 = rows(x)
+    _, tiles, split = split_grid(x2.shape[0], triton.cdiv(n // 2, cfg.block_n), 2, k, cfg.block_k, cfg)
     words = weight.view(torch.int32)                                                       # [N/2, K/4]
     ws, cnt = splitk.workspace(x.device)
     y = torch.empty(x2.shape[0], n, dtype=x.dtype, device=x.device)
     _int4_kernel[(tiles, split)](
         x2, words, scale, pqs if pqs is not None else scale, bias if bias is not None else scale, y, ws, cnt,
-        x2.shape[0], n, x2.stride(0), words.stride(0), scale.stride(0), y.stride(0), k_split,
+        x2.shape[0], n, x2.stride(0), words.stride(0), scale.stride(0), y.stride(0), k // split,
         GROUP=k // scale.shape[1], HAS_PQS=pqs is not None, HAS_BIAS=bias is not None, ASM=_asm(x),
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_G=cfg.block_k // 8, SPLIT=split,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages)

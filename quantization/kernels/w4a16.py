@@ -123,12 +123,13 @@ def _nvfp4_kernel(x_ptr, w_ptr, s_ptr, s2_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_
                BLOCK_N, BLOCK_M)
 
 
-def _rows(x: torch.Tensor) -> torch.Tensor:
+def rows(x: torch.Tensor) -> torch.Tensor:
+    """x [..., K] as [M, K] rows with unit stride along K (a copy only where it is needed)."""
     x2 = x.reshape(-1, x.shape[-1])
     return x2 if x2.stride(-1) == 1 else x2.contiguous()
 
 
-def _grid(m: int, n_tiles: int, tiles_per_n: int, k: int, block_k: int, cfg) -> tuple[int, int, int]:
+def split_grid(m: int, n_tiles: int, tiles_per_n: int, k: int, block_k: int, cfg) -> tuple[int, int, int]:
     """(M tiles, N tiles, split): the split cut to what K and the split-K workspace take."""
     m_tiles = triton.cdiv(m, cfg.block_m)
     split = splitk.max_split(m_tiles * n_tiles * tiles_per_n, cfg.block_m * cfg.block_n, cfg.split_k)
@@ -146,10 +147,10 @@ def int4_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, pqs:
                 bias: torch.Tensor | None, cfg) -> torch.Tensor:
     """x [..., K] -> [..., N]; weight uint8 [N/2, K], scale fp32 [N, K/group]; cfg: dispatch.Config (block_k is
     capped at the group)."""
-    x2, n, k = _rows(x), 2 * weight.shape[0], x.shape[-1]
+    x2, n, k = rows(x), 2 * weight.shape[0], x.shape[-1]
     m, group = x2.shape[0], k // scale.shape[1]
     block_k = min(cfg.block_k, group)
-    grid = _grid(m, triton.cdiv(n // 2, cfg.block_n), 2, k, block_k, cfg)
+    grid = split_grid(m, triton.cdiv(n // 2, cfg.block_n), 2, k, block_k, cfg)
     ws, cnt = splitk.workspace(x.device)
     y = torch.empty(m, n, dtype=x.dtype, device=x.device)
     _int4_kernel[grid](x2, weight, scale, pqs if pqs is not None else scale, bias if bias is not None else scale, y,
@@ -162,9 +163,9 @@ def int4_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, pqs:
 def nvfp4_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, scale_2: torch.Tensor,
                  pqs: torch.Tensor | None, bias: torch.Tensor | None, cfg) -> torch.Tensor:
     """x [..., K] -> [..., N]; weight uint8 [N, K/2], scale e4m3 [N, K/16], scale_2 fp32 [>= 1] (uses [0])."""
-    x2, n, k = _rows(x), weight.shape[0], x.shape[-1]
+    x2, n, k = rows(x), weight.shape[0], x.shape[-1]
     m, group = x2.shape[0], k // scale.shape[1]
-    grid = _grid(m, triton.cdiv(n, cfg.block_n), 1, k, cfg.block_k, cfg)
+    grid = split_grid(m, triton.cdiv(n, cfg.block_n), 1, k, cfg.block_k, cfg)
     ws, cnt = splitk.workspace(x.device)
     y = torch.empty(m, n, dtype=x.dtype, device=x.device)
     _nvfp4_kernel[grid](x2, weight, scale, scale_2, pqs if pqs is not None else scale_2,

@@ -238,23 +238,29 @@ def test_int4_tinygemm_matches_dequant_matmul_gpu():
             assert err < 1e-2, (sizes, m, err)
 
 
+def _random_gpu_layer(algo: str, group: int | None, n: int, k: int):
+    """(a bf16 QuantLinear [n, k] of `algo` on CUDA with random quantized weights, the bytes it holds on the GPU)."""
+    from ember.quantization.formats import get_format
+    from ember.quantization.linear import QuantLinear
+    from ember.quantization.random_quant import fill_random_
+
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    layer = fill_random_(QuantLinear(get_format(algo, group), k, [n], False, torch.bfloat16, "cuda"),
+                         torch.randn(n, k, device="cuda") * k ** -0.5)
+    return layer, torch.cuda.memory_allocated() - before
+
+
 @pytest.mark.gpu
 @needs_cuda
 def test_w4a8_gpu_layer_keeps_only_its_fp8_weight_on_the_gpu():
     """On CUDA the 4-bit tensors go to host memory once the FP8 weight is staged; every path still computes the
     format's result: the kernels, the dequantize fallback (kernels off), a second finalize_, and tensors()."""
-    from ember.quantization.formats import get_format
     from ember.quantization.kernels import dispatch
-    from ember.quantization.linear import QuantLinear
-    from ember.quantization.random_quant import fill_random_
 
     n, k = 512, 1024
-    fmt = get_format("W4A8_AWQ", 128)
-    torch.cuda.synchronize()
-    before = torch.cuda.memory_allocated()
-    layer = fill_random_(QuantLinear(fmt, k, [n], False, torch.bfloat16, "cuda"),
-                         torch.randn(n, k, device="cuda") * k ** -0.5)
-    held = torch.cuda.memory_allocated() - before
+    layer, held = _random_gpu_layer("W4A8_AWQ", 128, n, k)
+    fmt = layer.format
     assert layer.weight.device.type == "cpu" and layer.weight_scale.device.type == "cpu"
     assert held < n * k * 1.25            # the e4m3 weight (1 byte a weight) and small scales, no 4-bit copy
     x = torch.randn(3, k, device="cuda", dtype=torch.bfloat16)
@@ -277,18 +283,10 @@ def test_w4a8_gpu_layer_keeps_only_its_fp8_weight_on_the_gpu():
 def test_nvfp4_gpu_layer_holds_one_copy_and_decodes_through_the_half2_gemv():
     """NVFP4 on CUDA keeps only its checkpoint tensors (the half2 GEMV and tl.dot both read that layout: no repacked
     second copy), and decode-sized calls take the half2 GEMV, matching the dequantize-matmul reference."""
-    from ember.quantization.formats import get_format
     from ember.quantization.kernels import dispatch
-    from ember.quantization.linear import QuantLinear
-    from ember.quantization.random_quant import fill_random_
 
     n, k = 1024, 2048
-    fmt = get_format("NVFP4", 16)
-    torch.cuda.synchronize()
-    before = torch.cuda.memory_allocated()
-    layer = fill_random_(QuantLinear(fmt, k, [n], False, torch.bfloat16, "cuda"),
-                         torch.randn(n, k, device="cuda") * k ** -0.5)
-    held = torch.cuda.memory_allocated() - before
+    layer, held = _random_gpu_layer("NVFP4", 16, n, k)
     checkpoint = sum(v.numel() * v.element_size() for v in layer.tensors().values())
     assert held < checkpoint + 64 * 1024, (held, checkpoint)      # allocator rounding only
     for m in (1, 3):

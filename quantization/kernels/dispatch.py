@@ -4,7 +4,8 @@ Kernels by format (`quant_algo` -> kind):
   W4A16_AWQ -> int4 (M <= tinygemm.MAX_M in bf16: aten's tinygemm kernel, see tinygemm.py), NVFP4 / NVFP4_AWQ ->
   nvfp4 (weight-only, dequantized in registers): "h2" (w4_gemv.py, packed half2 on the checkpoint layout) and
   "ew2" (w4a16.py elementwise) for M <= 4 (NVFP4 h2 up to M = 8 where the table measured it faster), w4a16.py
-  "dot" (optionally split-K) for any M;
+  "dot" (optionally split-K) for any M, and "dq" (dequant.py: a dense weight for the call, then cuBLAS) past
+  M = 128 (prefill sizes);
   FP8 -> fp8, FP8_PER_CHANNEL_PER_TOKEN -> fp8_rowwise, W8A16 -> int8_wo, W8A8_SQ_PER_CHANNEL -> int8_sq
   (w8.py: the activation quantized in registers; "mm" configs: act_quant.py + cuBLAS, FP8 per-tensor at every M
   and SmoothQuant INT8 at M > 16 where measured faster; FP8RowWise always runs w8.py); W4A8_AWQ -> w4a8 (the FP8
@@ -34,7 +35,8 @@ _W8_ACT = {"fp8": "fp8", "fp8_rowwise": "fp8_token", "int8_wo": "none", "int8_sq
 
 class Config(NamedTuple):
     kind: str          # "ew" (w8.py elementwise GEMV), "h2" / "ew2" (4-bit GEMVs), "dot" (tl.dot, weight as A
-    block_m: int       # operand) or "mm" (quantize x + cuBLAS); split_k exists for the 4-bit kernels only
+    block_m: int       # operand), "mm" (quantize x + cuBLAS) or "dq" (4-bit: dequantize + cuBLAS, dequant.py);
+                       # split_k exists for the 4-bit kernels only; "h2" num_stages 2: loads double-buffered
     block_n: int       # int4: packed rows (two output rows each)
     block_k: int       # K elements a step
     num_warps: int = 4
@@ -55,10 +57,12 @@ def default_config(kind: str, m: int) -> Config:
     """A reasonable config for shapes the table has not measured."""
     if kind in ("fp8", "w4a8") or (kind == "int8_sq" and m > 16):
         return Config("mm", 0, 0, 0)          # cuBLAS FP8 beat the FP8 GEMV at every M measured
+    if m > 128 and kind in ("int4", "nvfp4"):
+        return Config("dq", 0, 0, 0)          # prefill: dequantize once, then cuBLAS (dequant.py)
     if m <= 4 and kind == "nvfp4":
         return Config("h2", 1, 64, 512, 4, 1, 4) if m == 1 else Config("h2", m_bucket(m), 64, 256, 4, 1, 4)
     if m == 1 and kind == "int4":
-        return Config("h2", 1, 8, 256, 2, 1, 8)
+        return Config("h2", 1, 16, 128, 4, 1, 8)
     if m <= 4 and kind == "int4":
         return Config("dot", 16, 64, 128, 4, 3, 4)      # h2 lost to it at M = 4 (kernels/table.py)
     if m <= 2:
@@ -77,6 +81,8 @@ def lookup(kind: str, n: int, k: int, m: int) -> Config | None:
     if cfg.kind == "mm":
         ok = k % 16 == 0 and n % 16 == 0 and (kind in ("fp8", "w4a8") or kind == "int8_sq" and m > 16)
         return cfg if ok else None
+    if cfg.kind == "dq":
+        return cfg if kind in ("int4", "nvfp4") and k % 16 == 0 else None
     bk = cfg.block_k
     while bk > 16 and k % bk:
         bk //= 2
@@ -106,7 +112,9 @@ def run(kind: str, layer, x: torch.Tensor, cfg: Config) -> torch.Tensor:
     bias = layer.bias
     pqs = layer.kernel_pqs    # None: the format has none, or it is all ones (QuantLinear.finalize_)
     if kind in ("int4", "nvfp4"):
-        from ember.quantization.kernels import w4_gemv, w4a16
+        from ember.quantization.kernels import dequant, w4_gemv, w4a16
+        if cfg.kind == "dq":
+            return dequant.linear(kind, x, layer, pqs, bias)
         if cfg.kind == "h2":
             if kind == "int4":
                 return w4_gemv.int4_gemv(x, layer.weight, layer.weight_scale, pqs, bias, cfg)

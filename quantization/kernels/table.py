@@ -6,13 +6,15 @@ the kernel's time and bf16 F.linear's in the same run (CUDA graph of back-to-bac
 The best kernel is listed even where bf16 was faster: a quantized module has no bf16 weight to fall back to.
 W4A8_AWQ runs its staged FP8 weight and reads the "fp8" rows (dispatch.lookup). The session-5 rows (the packed
 half2 GEMV of w4_gemv.py, "h2") name the K-major GEMV it replaced and tinygemm (which serves INT4 in bf16 first);
-INT4 at M = 4 keeps tl.dot, which beat h2 there.
+INT4 at M = 4 keeps tl.dot, which beat h2 there. The session-6 rows: h2 with double-buffered loads (num_stages 2)
+and INT4 steps inside one group (block_k 128), each against the session-5 row in the same run; 4-bit at M = 256
+dequantizes to a dense weight for cuBLAS ("dq", dequant.py), timed against the best tl.dot config in one run.
 """
 
 MEASURED: dict[tuple[str, int, int, int], tuple] = {
     ('int4', 6144, 4096, 8): ('dot', 16, 64, 128, 4, 3),  # 26.5 us, bf16 F.linear 20.9 us
-    ('int4', 6144, 4096, 256): ('dot', 64, 64, 128, 4, 3),  # 65.5 us, bf16 F.linear 24.0 us
-    ('nvfp4', 6144, 4096, 256): ('dot', 64, 64, 128, 4, 3),  # 65.4 us, bf16 F.linear 24.0 us
+    ('int4', 6144, 4096, 256): ('dq', 0, 0, 0),  # 50.0 us (tl.dot 66.8), bf16 F.linear 24.0 us (session 6)
+    ('nvfp4', 6144, 4096, 256): ('dq', 0, 0, 0),  # 51.8 us (tl.dot 65.8), bf16 F.linear 24.4 us (session 6)
     ('fp8', 6144, 4096, 1): ('mm', 0, 0, 0),  # 14.1 us, bf16 F.linear 20.6 us
     ('fp8', 6144, 4096, 2): ('mm', 0, 0, 0),  # 15.6 us, bf16 F.linear 21.2 us
     ('fp8', 6144, 4096, 4): ('mm', 0, 0, 0),  # 14.0 us, bf16 F.linear 21.3 us
@@ -35,8 +37,8 @@ MEASURED: dict[tuple[str, int, int, int], tuple] = {
     ('int8_sq', 6144, 4096, 64): ('mm', 0, 0, 0),  # 25.9 us, bf16 F.linear 21.2 us
     ('int8_sq', 6144, 4096, 256): ('mm', 0, 0, 0),  # 48.0 us, bf16 F.linear 24.0 us
     ('int4', 4096, 4096, 8): ('dot', 16, 32, 128, 4, 3, 2),  # 21.1 us, bf16 F.linear 16.7 us
-    ('int4', 4096, 4096, 256): ('dot', 64, 64, 128, 4, 3),  # 43.2 us, bf16 F.linear 19.5 us
-    ('nvfp4', 4096, 4096, 256): ('dot', 64, 64, 128, 4, 3),  # 47.8 us, bf16 F.linear 19.5 us
+    ('int4', 4096, 4096, 256): ('dq', 0, 0, 0),  # 32.2 us (tl.dot 44.9), bf16 F.linear 19.8 us (session 6)
+    ('nvfp4', 4096, 4096, 256): ('dq', 0, 0, 0),  # 34.1 us (tl.dot 47.0), bf16 F.linear 19.7 us (session 6)
     ('fp8', 4096, 4096, 1): ('ew', 1, 8, 1024, 4, 1),  # 10.6 us ("mm" 11.0), bf16 F.linear 16.5 us (session 4)
     ('fp8', 4096, 4096, 2): ('mm', 0, 0, 0),  # 11.3 us, bf16 F.linear 16.8 us
     ('fp8', 4096, 4096, 4): ('mm', 0, 0, 0),  # 11.2 us, bf16 F.linear 16.7 us
@@ -59,9 +61,9 @@ MEASURED: dict[tuple[str, int, int, int], tuple] = {
     ('int8_sq', 4096, 4096, 64): ('mm', 0, 0, 0),  # 23.8 us, bf16 F.linear 15.2 us
     ('int8_sq', 4096, 4096, 256): ('mm', 0, 0, 0),  # 35.8 us, bf16 F.linear 19.5 us
     ('int4', 24576, 4096, 8): ('dot', 16, 64, 128, 4, 3),  # 43.0 us, bf16 F.linear 73.7 us
-    ('int4', 24576, 4096, 256): ('dot', 64, 64, 128, 4, 3),  # 189.8 us, bf16 F.linear 84.3 us
+    ('int4', 24576, 4096, 256): ('dq', 0, 0, 0),  # 182.8 us (tl.dot 188.4), bf16 F.linear 84.1 us (session 6)
     ('nvfp4', 24576, 4096, 8): ('dot', 16, 64, 128, 4, 3),  # 53.1 us, bf16 F.linear 73.7 us
-    ('nvfp4', 24576, 4096, 256): ('dot', 128, 128, 64, 8, 3),  # 216.9 us, bf16 F.linear 84.3 us
+    ('nvfp4', 24576, 4096, 256): ('dq', 0, 0, 0),  # 184.9 us (tl.dot 219.7), bf16 F.linear 84.2 us (session 6)
     ('fp8', 24576, 4096, 1): ('mm', 0, 0, 0),  # 41.3 us, bf16 F.linear 72.9 us
     ('fp8', 24576, 4096, 2): ('mm', 0, 0, 0),  # 41.3 us, bf16 F.linear 73.1 us
     ('fp8', 24576, 4096, 4): ('mm', 0, 0, 0),  # 41.4 us, bf16 F.linear 73.4 us
@@ -84,8 +86,8 @@ MEASURED: dict[tuple[str, int, int, int], tuple] = {
     ('int8_sq', 24576, 4096, 64): ('mm', 0, 0, 0),  # 66.8 us, bf16 F.linear 75.8 us
     ('int8_sq', 24576, 4096, 256): ('mm', 0, 0, 0),  # 130.2 us, bf16 F.linear 84.3 us
     ('int4', 4096, 12288, 8): ('dot', 16, 32, 128, 4, 3, 2),  # 46.4 us, bf16 F.linear 40.2 us
-    ('int4', 4096, 12288, 256): ('dot', 64, 64, 128, 4, 3),  # 118.8 us, bf16 F.linear 49.3 us
-    ('nvfp4', 4096, 12288, 256): ('dot', 64, 64, 128, 4, 3),  # 138.9 us, bf16 F.linear 49.3 us
+    ('int4', 4096, 12288, 256): ('dq', 0, 0, 0),  # 101.2 us (tl.dot 122.8), bf16 F.linear 52.5 us (session 6)
+    ('nvfp4', 4096, 12288, 256): ('dq', 0, 0, 0),  # 103.7 us (tl.dot 137.2), bf16 F.linear 51.8 us (session 6)
     ('fp8', 4096, 12288, 1): ('ew', 1, 4, 2048, 4, 1),  # 26.0 us ("mm" 28.0), bf16 F.linear 39.6 us (session 4)
     ('fp8', 4096, 12288, 2): ('mm', 0, 0, 0),  # 28.2 us, bf16 F.linear 39.7 us
     ('fp8', 4096, 12288, 4): ('mm', 0, 0, 0),  # 28.2 us, bf16 F.linear 39.8 us
@@ -123,18 +125,18 @@ MEASURED: dict[tuple[str, int, int, int], tuple] = {
     ('nvfp4', 4096, 4096, 64): ('dot', 64, 64, 128, 4, 3, 4),  # 21.8 us, bf16 F.linear 15.3 us
     ('nvfp4', 6144, 4096, 16): ('dot', 16, 64, 128, 4, 3, 4),  # 20.9 us, bf16 F.linear 21.6 us
     ('nvfp4', 6144, 4096, 64): ('dot', 64, 64, 64, 4, 4, 4),  # 28.0 us, bf16 F.linear 21.3 us
-    ('nvfp4', 6144, 4096, 1): ('h2', 1, 64, 512, 4, 1, 4),  # 10.6 us (K-major GEMV 19.1), bf16 F.linear 21.2 us (session 5)
+    ('nvfp4', 6144, 4096, 1): ('h2', 1, 64, 256, 4, 2, 4),  # 10.3 us (session-5 row 10.7), bf16 F.linear 21.2 us (session 6)
     ('nvfp4', 4096, 4096, 1): ('h2', 1, 64, 512, 8, 1, 4),  # 8.6 us (K-major GEMV 14.4), bf16 F.linear 16.3 us (session 5)
     ('nvfp4', 24576, 4096, 1): ('h2', 1, 128, 256, 4, 1, 2),  # 28.7 us (K-major GEMV 57.6), bf16 F.linear 74.9 us (session 5)
-    ('nvfp4', 4096, 12288, 1): ('h2', 1, 64, 512, 8, 1, 4),  # 17.3 us (K-major GEMV 36.2), bf16 F.linear 39.8 us (session 5)
+    ('nvfp4', 4096, 12288, 1): ('h2', 1, 32, 512, 4, 2, 4),  # 16.1 us (session-5 row 17.6), bf16 F.linear 40.1 us (session 6)
     ('nvfp4', 6144, 4096, 4): ('h2', 4, 64, 256, 4, 1, 4),  # 14.1 us (K-major GEMV 25.5), bf16 F.linear 21.4 us (session 5)
-    ('nvfp4', 4096, 4096, 4): ('h2', 4, 32, 256, 2, 1, 4),  # 11.9 us (K-major GEMV 19.4), bf16 F.linear 16.1 us (session 5)
+    ('nvfp4', 4096, 4096, 4): ('h2', 4, 64, 256, 4, 2, 4),  # 11.3 us (session-5 row 12.2), bf16 F.linear 16.9 us (session 6)
     ('nvfp4', 24576, 4096, 4): ('h2', 4, 64, 256, 4, 1, 4),  # 43.7 us (K-major GEMV 82.5), bf16 F.linear 73.5 us (session 5)
-    ('nvfp4', 4096, 12288, 4): ('h2', 4, 64, 256, 4, 1, 4),  # 26.3 us (K-major GEMV 47.8), bf16 F.linear 39.8 us (session 5)
-    ('int4', 6144, 4096, 1): ('h2', 1, 8, 256, 2, 1, 8),  # 15.9 us (K-major GEMV 20.4, tinygemm 10.2), bf16 F.linear 21.0 us (session 5)
-    ('int4', 4096, 4096, 1): ('h2', 1, 8, 256, 2, 1, 8),  # 12.4 us (K-major GEMV 15.2, tinygemm 7.3), bf16 F.linear 16.8 us (session 5)
-    ('int4', 24576, 4096, 1): ('h2', 1, 8, 256, 2, 1, 8),  # 44.0 us (ew2 60.7, tinygemm 29.7), bf16 F.linear 73.5 us (session 5)
-    ('int4', 4096, 12288, 1): ('h2', 1, 4, 1024, 4, 1, 8),  # 21.2 us (K-major GEMV 35.4, tinygemm 16.7), bf16 F.linear 40.3 us (session 5)
+    ('nvfp4', 4096, 12288, 4): ('h2', 4, 64, 256, 4, 2, 4),  # 23.0 us (session-5 row 26.6), bf16 F.linear 40.0 us (session 6)
+    ('int4', 6144, 4096, 1): ('h2', 1, 32, 128, 4, 2, 4),  # 14.7 us (session-5 row 15.8, tinygemm 10.7), bf16 F.linear 21.2 us (session 6)
+    ('int4', 4096, 4096, 1): ('h2', 1, 16, 128, 4, 1, 8),  # 10.9 us (session-5 row 12.3, tinygemm 7.2), bf16 F.linear 16.7 us (session 6)
+    ('int4', 24576, 4096, 1): ('h2', 1, 32, 128, 4, 1, 2),  # 32.3 us (session-5 row 45.1, tinygemm 30.5), bf16 F.linear 72.6 us (session 6)
+    ('int4', 4096, 12288, 1): ('h2', 1, 8, 128, 2, 1, 8),  # 20.4 us (session-5 row 21.6, tinygemm 19.7), bf16 F.linear 40.1 us (session 6)
     ('int4', 6144, 4096, 4): ('dot', 16, 64, 128, 4, 3, 4),  # 18.1 us (h2 24.1, tinygemm 14.1), bf16 F.linear 21.3 us (session 5)
     ('int4', 4096, 4096, 4): ('dot', 16, 64, 128, 4, 3, 4),  # 13.3 us (h2 17.0, tinygemm 9.5), bf16 F.linear 16.5 us (session 5)
     ('int4', 24576, 4096, 4): ('dot', 16, 64, 128, 4, 3, 4),  # 41.5 us (h2 69.0, tinygemm 41.4), bf16 F.linear 73.3 us (session 5)

@@ -127,9 +127,18 @@ def _int4_pair_ref(w, S: tl.constexpr, s, xp):
 
 
 @triton.jit
+def _nvfp4_loads(w_rows, s_rows, k0, words, g):
+    """One step's weight words [BN, 2 BG] int32 and block scales [BN, BG] e4m3 from K element k0.
+    Why one contiguous [BN, 2 BG] load, split in registers by the caller: 16-byte loads (a [BN, BG, 2] load gets
+    8-byte ones): 1.2-1.4x faster at M = 1 (docs/performance.md, session 5)."""
+    return tl.load(w_rows + k0 // 8 + words), tl.load(s_rows + (k0 // 16 + g)[None, :])
+
+
+@triton.jit
 def _nvfp4_kernel(x_ptr, w_ptr, s_ptr, s2_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, stride_xm, stride_wn,
                   stride_sn, stride_ym, K_SPLIT, HAS_PQS: tl.constexpr, HAS_BIAS: tl.constexpr, ASM: tl.constexpr,
-                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, SPLIT: tl.constexpr):
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, SPLIT: tl.constexpr,
+                  PF: tl.constexpr):
     """Grid (cdiv(N, BN), SPLIT): rows pid_n * BN.. over K elements pid_k * K_SPLIT.., BLOCK_G 16-element groups
     (two words, one e4m3 scale) a step. acc [BM, BN, BG] fp32."""
     pid_n, pid_k = tl.program_id(0), tl.program_id(1)
@@ -143,13 +152,19 @@ def _nvfp4_kernel(x_ptr, w_ptr, s_ptr, s2_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_
     s_rows = s_ptr + rn[:, None].to(tl.int64) * stride_sn
     shape: tl.constexpr = (BLOCK_M, BLOCK_N, BLOCK_G)
     acc = tl.zeros(shape, dtype=tl.float32)
-    for k0 in range(pid_k * K_SPLIT, (pid_k + 1) * K_SPLIT, 16 * BLOCK_G):
+    k_lo = pid_k * K_SPLIT
+    k_last = k_lo + K_SPLIT - 16 * BLOCK_G                                                 # the split's last step
+    if PF:
+        wt_n, s_n = _nvfp4_loads(w_rows, s_rows, k_lo, words, g)
+    for k0 in range(k_lo, k_lo + K_SPLIT, 16 * BLOCK_G):
         gi = k0 // 16 + g                                                                  # [BG] group index
-        # why one contiguous [BN, 2 BG] load, split in registers: 16-byte loads (a [BN, BG, 2] load gets 8-byte
-        # ones): 1.2-1.4x faster at M = 1 (docs/performance.md, session 5)
-        wt = tl.load(w_rows + k0 // 8 + words)                                             # [BN, 2 BG] int32
+        if PF:   # the next step's loads go out before this step's math (its last step reloads itself)
+            wt, s = wt_n, s_n
+            wt_n, s_n = _nvfp4_loads(w_rows, s_rows, tl.minimum(k0 + 16 * BLOCK_G, k_last), words, g)
+        else:
+            wt, s = _nvfp4_loads(w_rows, s_rows, k0, words, g)
+        s = s.to(tl.float32)                      # (converted here, not at the load: that would wait for it)
         w0, w1 = tl.split(tl.reshape(wt, (BLOCK_N, BLOCK_G, 2)))                           # [BN, BG]: k..k+7, +8
-        s = tl.load(s_rows + gi[None, :]).to(tl.float32)                                   # [BN, BG] e4m3
         xt = _x_tile(x_ptr, rm, stride_xm, 16 * gi, 16, p_ptr, HAS_PQS)                    # [BM, BG, 16]
         # pairs (p, p + 4) of each word: (word, +4, p) -> (word, p, +4), the halves packed, then split by p, word
         lo, hi = tl.split(tl.permute(tl.reshape(xt, (BLOCK_M, BLOCK_G, 2, 2, 4)), (0, 1, 2, 4, 3)))
@@ -192,7 +207,7 @@ def _nvfp4_kernel(x_ptr, w_ptr, s_ptr, s2_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_
 def _int4_kernel(x_ptr, w_ptr, s_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, stride_xm, stride_wn, stride_sn,
                  stride_ym, K_SPLIT, GROUP: tl.constexpr, HAS_PQS: tl.constexpr, HAS_BIAS: tl.constexpr,
                  ASM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr,
-                 SPLIT: tl.constexpr):
+                 SPLIT: tl.constexpr, PF: tl.constexpr, ROW_SCALE: tl.constexpr):
     """Grid (cdiv(N/2, BN), SPLIT): packed rows i (output rows 2i, 2i+1) over K elements pid_k * K_SPLIT..,
     BLOCK_G 8-element steps (two words) at a time. acc_lo / acc_hi [BM, BN, BG] fp32."""
     pid_n, pid_k = tl.program_id(0), tl.program_id(1)
@@ -207,12 +222,24 @@ def _int4_kernel(x_ptr, w_ptr, s_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N
     shape: tl.constexpr = (BLOCK_M, BLOCK_N, BLOCK_G)
     acc_lo = tl.zeros(shape, dtype=tl.float32)
     acc_hi = tl.zeros(shape, dtype=tl.float32)
-    for k0 in range(pid_k * K_SPLIT, (pid_k + 1) * K_SPLIT, 8 * BLOCK_G):
+    k_lo = pid_k * K_SPLIT
+    k_last = k_lo + K_SPLIT - 8 * BLOCK_G
+    if PF:
+        wt_n = tl.load(w_rows + k_lo // 4 + words)
+    for k0 in range(k_lo, k_lo + K_SPLIT, 8 * BLOCK_G):
         gi = k0 // 8 + g                                                                   # [BG] 8-element step
-        wt = tl.load(w_rows + k0 // 4 + words)                                             # [BN, 2 BG] int32
+        if PF:
+            wt = wt_n
+            wt_n = tl.load(w_rows + tl.minimum(k0 + 8 * BLOCK_G, k_last) // 4 + words)
+        else:
+            wt = tl.load(w_rows + k0 // 4 + words)                                         # [BN, 2 BG] int32
         w0, w1 = tl.split(tl.reshape(wt, (BLOCK_N, BLOCK_G, 2)))                           # [BN, BG]: k..k+3, +4
-        sl = tl.load(s_lo + (8 * gi[None, :]) // GROUP)                                    # [BN, BG] fp32
-        sh = tl.load(s_lo + stride_sn + (8 * gi[None, :]) // GROUP)
+        if ROW_SCALE:   # the step lies in one group: one scale a row, converted once (1.1-1.4x at M = 1)
+            sl = tl.load(s_lo + k0 // GROUP)                                               # [BN, 1] fp32
+            sh = tl.load(s_lo + stride_sn + k0 // GROUP)
+        else:
+            sl = tl.load(s_lo + (8 * gi[None, :]) // GROUP)                                # [BN, BG] fp32
+            sh = tl.load(s_lo + stride_sn + (8 * gi[None, :]) // GROUP)
         xt = _x_tile(x_ptr, rm, stride_xm, 8 * gi, 8, p_ptr, HAS_PQS)                      # [BM, BG, 8]
         # pairs (j, j + 2) of each word: (word, +2, j) -> (word, j, +2), the halves packed, then split by j, word
         lo, hi = tl.split(tl.permute(tl.reshape(xt, (BLOCK_M, BLOCK_G, 2, 2, 2)), (0, 1, 2, 4, 3)))
@@ -272,8 +299,8 @@ def nvfp4_gemv(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, scale
         x2, words, scale, scale_2, pqs if pqs is not None else scale_2, bias if bias is not None else scale_2, y,
         ws, cnt, x2.shape[0], n, x2.stride(0), words.stride(0), scale.stride(0), y.stride(0), k // split,
         HAS_PQS=pqs is not None, HAS_BIAS=bias is not None, ASM=_asm(x),
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_G=cfg.block_k // 16, SPLIT=split, num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages)
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_G=cfg.block_k // 16, SPLIT=split, PF=cfg.num_stages > 1,
+        num_warps=cfg.num_warps, num_stages=1)
     return y.view(*x.shape[:-1], n)
 
 
@@ -291,6 +318,6 @@ def int4_gemv(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, pqs: t
         x2, words, scale, pqs if pqs is not None else scale, bias if bias is not None else scale, y, ws, cnt,
         x2.shape[0], n, x2.stride(0), words.stride(0), scale.stride(0), y.stride(0), k // split,
         GROUP=k // scale.shape[1], HAS_PQS=pqs is not None, HAS_BIAS=bias is not None, ASM=_asm(x),
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_G=cfg.block_k // 8, SPLIT=split,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_G=cfg.block_k // 8, SPLIT=split, PF=cfg.num_stages > 1,
+        ROW_SCALE=cfg.block_k <= k // scale.shape[1], num_warps=cfg.num_warps, num_stages=1)
     return y.view(*x.shape[:-1], n)

@@ -49,6 +49,12 @@ CHECK = textwrap.dedent('''
                         layer.bias.data.normal_()
                     t = {name: v.to(device) for name, v in layer.tensors().items()}   # (W4A8: some on host)
                     w = fmt.weight(t, layer.output_sizes).double()
+                    if kind in ("int4", "nvfp4"):             # the prefill path's dense weight: the reference's
+                        from ember.quantization.kernels import dequant
+                        dense = (dequant.int4_weight(layer.weight, layer.weight_scale, dtype) if kind == "int4" else
+                                 dequant.nvfp4_weight(layer.weight, layer.weight_scale, layer.weight_scale_2, dtype))
+                        assert torch.equal(dense, w.to(dtype)), (algo, n, k, (dense.double() - w).abs().max())
+                        checked += 1
                     for m in ms:
                         x = torch.randn(m, k, device=device) * 2
                         if kind.startswith("fp8") and interp:  # why: the interpreter's e4m3 cast mis-rounds values
@@ -69,6 +75,8 @@ CHECK = textwrap.dedent('''
                                 continue                      # W4A8 runs its FP8 weight's paths (CUDA only)
                             if cfg.kind == "mm" and (interp or kind not in ("fp8", "int8_sq", "w4a8")
                                                      or (kind == "int8_sq" and m <= 16) or n % 16):
+                                continue
+                            if cfg.kind == "dq" and kind not in ("int4", "nvfp4"):
                                 continue
                             if cfg.kind in ("ew", "ew2", "h2") and m > cfg.block_m:
                                 continue
@@ -102,11 +110,12 @@ def _run(device: str, dtype: str, shapes: str, ms: str, configs: str, env: dict)
 def test_kernels_interpreter_cpu():
     """Every kernel and mode vs the reference: M 1..20 (several M blocks), N tails, bias, pre_quant_scale,
     block_k below and above the int4 group, split-K (the half2 GEMV's and tl.dot's) with 1, 2 and 4 splits (the
-    half2 GEMV through its fp32 twin: the interpreter cannot run inline PTX; the GPU test runs the PTX)."""
+    half2 GEMV through its fp32 twin: the interpreter cannot run inline PTX; the GPU test runs the PTX), its
+    double-buffered loads (num_stages 2), and the prefill path's dense weight (== the format's, bit for bit)."""
     _run("cpu", "float16", "[(48, 256)]", "[1, 3, 20]",
          "[('ew', 4, 8, 64, 4), ('ew', 4, 2, 256, 4), ('ew2', 4, 8, 64, 4), ('ew2', 4, 2, 256, 4), "
-         "('h2', 4, 8, 64, 1, 1, 1), ('h2', 4, 16, 32, 2, 1, 2), ('dot', 16, 16, 64, 4, 1, 4), "
-         "('dot', 16, 16, 256, 4, 1), ('dot', 16, 32, 64, 4, 1), ('dot', 16, 16, 64, 4, 1, 2)]",
+         "('h2', 4, 8, 64, 1, 1, 1), ('h2', 4, 16, 32, 2, 2, 2), ('h2', 4, 8, 256, 1, 2, 1), "
+         "('dot', 16, 16, 64, 4, 1, 4), ('dot', 16, 16, 256, 4, 1), ('dot', 16, 32, 64, 4, 1), ('dot', 16, 16, 64, 4, 1, 2), ('dq', 0, 0, 0)]",
          {**os.environ, "TRITON_INTERPRET": "1"})
 
 
@@ -116,7 +125,8 @@ def test_kernels_gpu_qwen3_8b_shapes():
     _run("cuda", "bfloat16", "[(6144, 4096), (1000, 256)]", "[1, 3, 16, 300]",
          "[('ew', 1, 4, 256, 4), ('h2', 1, 64, 512, 4, 1, 4), ('h2', 4, 32, 256, 2, 1, 4), ('h2', 8, 32, 128, 2, 1, 4), ('ew2', 1, 4, 256, 4), "
          "('dot', 16, 64, 128, 4, 3), ('dot', 64, 32, 128, 4, 3, 2), ('dot', 16, 32, 128, 4, 3, 8), "
-         "('mm', 0, 0, 0)]", dict(os.environ))
+         "('mm', 0, 0, 0), ('dq', 0, 0, 0), ('h2', 1, 32, 128, 4, 2, 4), ('h2', 4, 64, 256, 4, 2, 4)]",
+         dict(os.environ))
 
 
 def test_dispatch_rules():
@@ -129,6 +139,9 @@ def test_dispatch_rules():
     assert dispatch.lookup("int4", 4096, 4096, 3).kind == "dot"        # h2 lost to tl.dot at M = 4
     assert dispatch.lookup("int8_wo", 4096, 4096, 1).kind == "ew"
     assert dispatch.lookup("int4", 4096, 4096, 64).kind == "dot"
+    assert dispatch.lookup("nvfp4", 4096, 12288, 8192).kind == "dq"   # prefill: dense weight + cuBLAS
+    assert dispatch.lookup("int4", 1000, 256, 300).kind == "dq"        # (a shape the table never measured)
+    assert dispatch.lookup("int8_wo", 4096, 4096, 8192).kind == "dot"   # only the 4-bit kinds take "dq"
     assert dispatch.lookup("fp8", 4096, 4096, 1).kind == "ew"          # the FP8 GEMV beat cuBLAS there
     assert dispatch.lookup("fp8", 6144, 4096, 1).kind == "mm"
     assert dispatch.lookup("w4a8", 4096, 4096, 1) == dispatch.lookup("fp8", 4096, 4096, 1)   # its FP8 weight

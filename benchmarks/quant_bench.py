@@ -80,7 +80,7 @@ def candidates(kind: str, m: int) -> list[Config]:
     else:
         dots = [(64, 64, 128, 4, 3), (128, 128, 64, 8, 3), (128, 64, 128, 8, 3)]
         split = [(64, 64, 128, 4, 3, 2), (128, 64, 128, 8, 3, 2), (64, 64, 128, 4, 3, 4)]
-    dq = [Config("dq", 0, 0, 0)] if four and m > 64 else []       # dense weight + cuBLAS (prefill sizes)
+    dq = [Config("dq", 0, 0, 0)] if kind in dispatch.DENSE and m > 64 else []   # dense weight + cuBLAS
     return [Config("dot", *d) for d in dots + (split if four else [])] + mm + dq
 
 

@@ -1,13 +1,14 @@
-"""Prefill path for 4-bit weights: dequantize the whole weight to x's dtype in one Triton pass, then cuBLAS.
+"""Prefill path for weight-only formats: dequantize the whole weight to x's dtype in one Triton pass, then cuBLAS.
 
-Why: at M >= 256 rows the in-register 4-bit GEMMs (w4a16.py) run 2-3x slower than bf16 cuBLAS, while this costs
-one read of the 4-bit weight plus one 16-bit write and read (~0.1 ms for Qwen3-8B's gate_up) on top of a GEMM that
-takes milliseconds at prefill sizes. vLLM's AWQ layer makes the same switch at 256 tokens. The dense weight lives
+Why: at M >= 256 rows the in-register 4-bit GEMMs (w4a16.py) run 2-3x slower than bf16 cuBLAS (INT8 weight-only,
+w8.py, ~1.5x at 256 and ~3x at 8192), while this costs one read of the stored weight plus one 16-bit write and read
+(~0.1 ms for Qwen3-8B's gate_up in 4 bits) on top of a GEMM that takes milliseconds at prefill sizes. vLLM's AWQ layer makes the same switch at 256 tokens. The dense weight lives
 only for the call (the caching allocator reuses its memory); it equals the reference's `format.weight(t)` rounded to
 x's dtype, so the output is the dequantize-then-matmul fallback's, bit for bit up to cuBLAS.
 
 Layouts as in w4a16.py: INT4 uint8 [N/2, K] (rows 2i, 2i+1 in a byte's low, high nibble), fp32 scale [N, K/group];
-NVFP4 uint8 [N, K/2] (K elements 2j, 2j+1), e4m3 scale [N, K/16], fp32 weight_scale_2 (read at [0]).
+NVFP4 uint8 [N, K/2] (K elements 2j, 2j+1), e4m3 scale [N, K/16], fp32 weight_scale_2 (read at [0]); INT8 int8
+[N, K], fp32 scale [N].
 """
 
 from __future__ import annotations
@@ -55,6 +56,16 @@ def _nvfp4_kernel(w_ptr, s_ptr, s2_ptr, out_ptr, K, BLOCK_N: tl.constexpr, BLOCK
     tl.store(out_ptr + rows_ * K + cols, both.to(out_ptr.dtype.element_ty))
 
 
+@triton.jit
+def _int8_kernel(w_ptr, s_ptr, out_ptr, K, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Grid (N / BN, K / BK): out[n, k] = q[n, k] * scale[n] in fp32 (the reference's product), stored in out's dtype."""
+    offs_n = (tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)[None, :]
+    q = tl.load(w_ptr + offs_n[:, None] * K + cols).to(tl.float32)
+    s = tl.load(s_ptr + offs_n)[:, None]
+    tl.store(out_ptr + offs_n[:, None] * K + cols, (q * s).to(out_ptr.dtype.element_ty))
+
+
 def _blocks(rows_: int, cols: int) -> tuple[int, int]:
     """The largest power-of-two tile (<= BLOCK_N x BLOCK_K) that divides [rows_, cols]: the kernels take no masks."""
     bn, bk = BLOCK_N, BLOCK_K
@@ -86,10 +97,22 @@ def nvfp4_weight(weight: torch.Tensor, scale: torch.Tensor, scale_2: torch.Tenso
     return out
 
 
+def int8_weight(weight: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """int8 [N, K], fp32 scale [N] -> [N, K] in `dtype`."""
+    n, k = weight.shape
+    bn, bk = _blocks(n, k)
+    out = torch.empty(n, k, dtype=dtype, device=weight.device)
+    _int8_kernel[(n // bn, k // bk)](weight, scale, out, k, BLOCK_N=bn, BLOCK_K=bk)
+    return out
+
+
 def linear(kind: str, x: torch.Tensor, layer, pqs: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
-    """y = (x * pre_quant_scale) @ dequant(W)^T + b through a transient dense weight (kind: "int4" or "nvfp4")."""
+    """y = (x * pre_quant_scale) @ dequant(W)^T + b through a transient dense weight (kind: "int4", "nvfp4" or
+    "int8_wo")."""
     if kind == "int4":
         w = int4_weight(layer.weight, layer.weight_scale, x.dtype)
+    elif kind == "int8_wo":
+        w = int8_weight(layer.weight, layer.weight_scale, x.dtype)
     else:
         w = nvfp4_weight(layer.weight, layer.weight_scale, layer.weight_scale_2, x.dtype)
     if pqs is not None:

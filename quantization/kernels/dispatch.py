@@ -5,7 +5,7 @@ Kernels by format (`quant_algo` -> kind):
   nvfp4 (weight-only, dequantized in registers): "h2" (w4_gemv.py, packed half2 on the checkpoint layout) and
   "ew2" (w4a16.py elementwise) for M <= 4 (NVFP4 h2 up to M = 8 where the table measured it faster), w4a16.py
   "dot" (optionally split-K) for any M, and "dq" (dequant.py: a dense weight for the call, then cuBLAS) past
-  M = 128 (prefill sizes);
+  M = 128 (prefill sizes; W8A16 past 256);
   FP8 -> fp8, FP8_PER_CHANNEL_PER_TOKEN -> fp8_rowwise, W8A16 -> int8_wo, W8A8_SQ_PER_CHANNEL -> int8_sq
   (w8.py: the activation quantized in registers; "mm" configs: act_quant.py + cuBLAS, FP8 per-tensor at every M
   and SmoothQuant INT8 at M > 16 where measured faster; FP8RowWise always runs w8.py); W4A8_AWQ -> w4a8 (the FP8
@@ -30,12 +30,13 @@ ENABLED = os.environ.get("EMBER_QUANT_KERNELS", "1") != "0"
 KINDS = {"W4A16_AWQ": "int4", "NVFP4": "nvfp4", "NVFP4_AWQ": "nvfp4", "FP8": "fp8",
          "FP8_PER_CHANNEL_PER_TOKEN": "fp8_rowwise", "W8A16": "int8_wo", "W8A8_SQ_PER_CHANNEL": "int8_sq",
          "W4A8_AWQ": "w4a8"}
+DENSE = ("int4", "nvfp4", "int8_wo")       # kinds with a "dq" path (dequant.py): weight-only formats
 _W8_ACT = {"fp8": "fp8", "fp8_rowwise": "fp8_token", "int8_wo": "none", "int8_sq": "int8", "w4a8": "fp8"}
 
 
 class Config(NamedTuple):
     kind: str          # "ew" (w8.py elementwise GEMV), "h2" / "ew2" (4-bit GEMVs), "dot" (tl.dot, weight as A
-    block_m: int       # operand), "mm" (quantize x + cuBLAS) or "dq" (4-bit: dequantize + cuBLAS, dequant.py);
+    block_m: int       # operand), "mm" (quantize x + cuBLAS) or "dq" (weight-only: dequantize + cuBLAS, dequant.py);
                        # split_k exists for the 4-bit kernels only; "h2" num_stages 2: loads double-buffered
     block_n: int       # int4: packed rows (two output rows each)
     block_k: int       # K elements a step
@@ -57,7 +58,7 @@ def default_config(kind: str, m: int) -> Config:
     """A reasonable config for shapes the table has not measured."""
     if kind in ("fp8", "w4a8") or (kind == "int8_sq" and m > 16):
         return Config("mm", 0, 0, 0)          # cuBLAS FP8 beat the FP8 GEMV at every M measured
-    if m > 128 and kind in ("int4", "nvfp4"):
+    if (m > 128 and kind in ("int4", "nvfp4")) or (m > 256 and kind == "int8_wo"):
         return Config("dq", 0, 0, 0)          # prefill: dequantize once, then cuBLAS (dequant.py)
     if m <= 4 and kind == "nvfp4":
         return Config("h2", 1, 64, 512, 4, 1, 4) if m == 1 else Config("h2", m_bucket(m), 64, 256, 4, 1, 4)
@@ -82,7 +83,7 @@ def lookup(kind: str, n: int, k: int, m: int) -> Config | None:
         ok = k % 16 == 0 and n % 16 == 0 and (kind in ("fp8", "w4a8") or kind == "int8_sq" and m > 16)
         return cfg if ok else None
     if cfg.kind == "dq":
-        return cfg if kind in ("int4", "nvfp4") and k % 16 == 0 else None
+        return cfg if kind in DENSE and k % 16 == 0 else None
     bk = cfg.block_k
     while bk > 16 and k % bk:
         bk //= 2
@@ -111,10 +112,11 @@ def run(kind: str, layer, x: torch.Tensor, cfg: Config) -> torch.Tensor:
     """Launch `kind`'s kernel with `cfg` whatever the table says (tests, benchmarks)."""
     bias = layer.bias
     pqs = layer.kernel_pqs    # None: the format has none, or it is all ones (QuantLinear.finalize_)
+    if cfg.kind == "dq":
+        from ember.quantization.kernels import dequant
+        return dequant.linear(kind, x, layer, pqs, bias)
     if kind in ("int4", "nvfp4"):
-        from ember.quantization.kernels import dequant, w4_gemv, w4a16
-        if cfg.kind == "dq":
-            return dequant.linear(kind, x, layer, pqs, bias)
+        from ember.quantization.kernels import w4_gemv, w4a16
         if cfg.kind == "h2":
             if kind == "int4":
                 return w4_gemv.int4_gemv(x, layer.weight, layer.weight_scale, pqs, bias, cfg)

@@ -49,9 +49,10 @@ CHECK = textwrap.dedent('''
                         layer.bias.data.normal_()
                     t = {name: v.to(device) for name, v in layer.tensors().items()}   # (W4A8: some on host)
                     w = fmt.weight(t, layer.output_sizes).double()
-                    if kind in ("int4", "nvfp4"):             # the prefill path's dense weight: the reference's
+                    if kind in dispatch.DENSE:                # the prefill path's dense weight: the reference's
                         from ember.quantization.kernels import dequant
                         dense = (dequant.int4_weight(layer.weight, layer.weight_scale, dtype) if kind == "int4" else
+                                 dequant.int8_weight(layer.weight, layer.weight_scale, dtype) if kind == "int8_wo" else
                                  dequant.nvfp4_weight(layer.weight, layer.weight_scale, layer.weight_scale_2, dtype))
                         assert torch.equal(dense, w.to(dtype)), (algo, n, k, (dense.double() - w).abs().max())
                         checked += 1
@@ -76,7 +77,7 @@ CHECK = textwrap.dedent('''
                             if cfg.kind == "mm" and (interp or kind not in ("fp8", "int8_sq", "w4a8")
                                                      or (kind == "int8_sq" and m <= 16) or n % 16):
                                 continue
-                            if cfg.kind == "dq" and kind not in ("int4", "nvfp4"):
+                            if cfg.kind == "dq" and kind not in dispatch.DENSE:
                                 continue
                             if cfg.kind in ("ew", "ew2", "h2") and m > cfg.block_m:
                                 continue
@@ -141,7 +142,9 @@ def test_dispatch_rules():
     assert dispatch.lookup("int4", 4096, 4096, 64).kind == "dot"
     assert dispatch.lookup("nvfp4", 4096, 12288, 8192).kind == "dq"   # prefill: dense weight + cuBLAS
     assert dispatch.lookup("int4", 1000, 256, 300).kind == "dq"        # (a shape the table never measured)
-    assert dispatch.lookup("int8_wo", 4096, 4096, 8192).kind == "dot"   # only the 4-bit kinds take "dq"
+    assert dispatch.lookup("int8_wo", 4096, 4096, 256).kind == "dot"    # W8A16: tl.dot still won at 256
+    assert dispatch.lookup("int8_wo", 4096, 4096, 8192).kind == "dq"
+    assert dispatch.lookup("int8_sq", 4096, 4096, 8192).kind == "mm"    # W8A8 keeps its INT8 tensor cores
     assert dispatch.lookup("fp8", 4096, 4096, 1).kind == "ew"          # the FP8 GEMV beat cuBLAS there
     assert dispatch.lookup("fp8", 6144, 4096, 1).kind == "mm"
     assert dispatch.lookup("w4a8", 4096, 4096, 1) == dispatch.lookup("fp8", 4096, 4096, 1)   # its FP8 weight

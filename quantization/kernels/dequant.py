@@ -2,9 +2,10 @@
 
 Why: at M >= 256 rows the in-register 4-bit GEMMs (w4a16.py) run 2-3x slower than bf16 cuBLAS (INT8 weight-only,
 w8.py, ~1.5x at 256 and ~3x at 8192), while this costs one read of the stored weight plus one 16-bit write and read
-(~0.1 ms for Qwen3-8B's gate_up in 4 bits) on top of a GEMM that takes milliseconds at prefill sizes. vLLM's AWQ layer makes the same switch at 256 tokens. The dense weight lives
-only for the call (the caching allocator reuses its memory); it equals the reference's `format.weight(t)` rounded to
-x's dtype, so the output is the dequantize-then-matmul fallback's, bit for bit up to cuBLAS.
+(~0.1 ms for Qwen3-8B's gate_up in 4 bits) on top of a GEMM that takes milliseconds at prefill sizes. vLLM's AWQ
+layer makes the same switch at 256 tokens. The dense weight lives only for the call (the caching allocator reuses
+its memory); it equals the reference's `format.weight(t)` rounded to x's dtype, so the output is the
+dequantize-then-matmul fallback's up to cuBLAS's summation order.
 
 Layouts as in w4a16.py: INT4 uint8 [N/2, K] (rows 2i, 2i+1 in a byte's low, high nibble), fp32 scale [N, K/group];
 NVFP4 uint8 [N, K/2] (K elements 2j, 2j+1), e4m3 scale [N, K/16], fp32 weight_scale_2 (read at [0]); INT8 int8
@@ -20,11 +21,12 @@ import triton.language as tl
 
 from ember.quantization.kernels.tiles import e2m1, group_scaled, int4_f32
 
-BLOCK_N, BLOCK_K = 32, 256      # a [32, 256]-byte tile a program: a memory-bound copy
+BLOCK_N, BLOCK_K = 32, 256      # a [32, 256]-element tile a program (a memory-bound copy: ~2.5 TB/s, session 6)
 
 
 @triton.jit
-def _int4_kernel(w_ptr, s_ptr, out_ptr, K, GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _dequant_int4_kernel(w_ptr, s_ptr, out_ptr, K, GROUP: tl.constexpr, BLOCK_N: tl.constexpr,
+                         BLOCK_K: tl.constexpr):
     """Grid (N/2 / BN, K / BK): out[2i + r, k] = q_r[i, k] * scale[2i + r, k // GROUP] (r = 0: low nibble)."""
     offs_i = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     k0 = tl.program_id(1) * BLOCK_K
@@ -40,7 +42,7 @@ def _int4_kernel(w_ptr, s_ptr, out_ptr, K, GROUP: tl.constexpr, BLOCK_N: tl.cons
 
 
 @triton.jit
-def _nvfp4_kernel(w_ptr, s_ptr, s2_ptr, out_ptr, K, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _dequant_nvfp4_kernel(w_ptr, s_ptr, s2_ptr, out_ptr, K, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """Grid (N / BN, K/2 / BK) over bytes: out[n, 2j + h] = e2m1(nibble h of byte j) * scale[n, j // 8] *
     weight_scale_2 (the reference's order of fp32 products; e2m1's 2^-14 and this 2^14 are exact)."""
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -57,8 +59,8 @@ def _nvfp4_kernel(w_ptr, s_ptr, s2_ptr, out_ptr, K, BLOCK_N: tl.constexpr, BLOCK
 
 
 @triton.jit
-def _int8_kernel(w_ptr, s_ptr, out_ptr, K, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Grid (N / BN, K / BK): out[n, k] = q[n, k] * scale[n] in fp32 (the reference's product), stored in out's dtype."""
+def _dequant_int8_kernel(w_ptr, s_ptr, out_ptr, K, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Grid (N / BN, K / BK): out[n, k] = q[n, k] * scale[n] in fp32 (the reference's product), in out's dtype."""
     offs_n = (tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
     cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)[None, :]
     q = tl.load(w_ptr + offs_n[:, None] * K + cols).to(tl.float32)
@@ -82,7 +84,7 @@ def int4_weight(weight: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -
     group = k // scale.shape[1]
     bn, bk = _blocks(n2, k)                      # (groups are powers of two: bk and the group divide each other)
     out = torch.empty(2 * n2, k, dtype=dtype, device=weight.device)
-    _int4_kernel[(n2 // bn, k // bk)](weight, scale, out, k, GROUP=group, BLOCK_N=bn, BLOCK_K=bk)
+    _dequant_int4_kernel[(n2 // bn, k // bk)](weight, scale, out, k, GROUP=group, BLOCK_N=bn, BLOCK_K=bk)
     return out
 
 
@@ -93,7 +95,7 @@ def nvfp4_weight(weight: torch.Tensor, scale: torch.Tensor, scale_2: torch.Tenso
         raise ValueError(f"NVFP4 dequantization takes 16-element blocks, this weight has {k // scale.shape[1]}")
     bn, bk = _blocks(n, k // 2)
     out = torch.empty(n, k, dtype=dtype, device=weight.device)
-    _nvfp4_kernel[(n // bn, k // 2 // bk)](weight, scale, scale_2, out, k, BLOCK_N=bn, BLOCK_K=bk)
+    _dequant_nvfp4_kernel[(n // bn, k // 2 // bk)](weight, scale, scale_2, out, k, BLOCK_N=bn, BLOCK_K=bk)
     return out
 
 
@@ -102,7 +104,7 @@ def int8_weight(weight: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -
     n, k = weight.shape
     bn, bk = _blocks(n, k)
     out = torch.empty(n, k, dtype=dtype, device=weight.device)
-    _int8_kernel[(n // bn, k // bk)](weight, scale, out, k, BLOCK_N=bn, BLOCK_K=bk)
+    _dequant_int8_kernel[(n // bn, k // bk)](weight, scale, out, k, BLOCK_N=bn, BLOCK_K=bk)
     return out
 
 

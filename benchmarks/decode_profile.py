@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 
 import torch
+from graph_profile import kernel_rows  # benchmarks/ is on sys.path when run as a script
+from quant_bench import decode_engine
 from torch.profiler import ProfilerActivity, profile
 
 from ember.bench import datasets, engine_bench
-from ember.bench.model import build_random_model, load_bench_config, make_engine
-from ember.config import EngineConfig, KvCacheConfig
+from ember.bench.model import build_random_model, load_bench_config
 from ember.quantization.random_quant import quantize_random_
 
 
@@ -33,24 +34,19 @@ def main() -> None:
         model = build_random_model(cfg, torch.bfloat16, torch.device("cuda"))
         if method != "bf16":
             quantize_random_(model, method)
-        ec = EngineConfig(max_num_seqs=64, max_num_tokens=8192, max_model_len=256,
-                          kv_cache=KvCacheConfig(num_blocks=1200, enable_prefix_caching=False),
-                          attention_backend="triton", cuda_graphs=True)
-        eng = make_engine(model, ec, torch.device("cuda"), torch.bfloat16, 256)
+        eng = decode_engine(model)     # the engine quant_bench.py's end-to-end rows use
         for b in [int(v) for v in args.batch_sizes.split(",")]:
             reqs = datasets.synthetic(b, 128, args.out, cfg.vocab_size, seed=2)
             r = engine_bench.latency(eng, reqs, warmup=1)
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
                 engine_bench.latency(eng, reqs, warmup=0)
             torch.cuda.synchronize()
-            rows = sorted(((ev.device_time_total, ev.count, ev.key) for ev in prof.key_averages()
-                           if getattr(ev, "device_time_total", 0) > 0), reverse=True)
-            steps = args.out - 1
-            total = sum(t for t, _, _ in rows) / steps
+            rows = kernel_rows(prof, args.out - 1)                                    # per decode step
+            total = sum(t for t, _, _ in rows)
             print(f"== {method} batch {b}: {r['decode_tokens_per_s']:.1f} tok/s, ITL p50 {r['itl_p50_ms']:.3f} ms, "
                   f"GPU kernel time {total:.0f} us per step (prefill included)", flush=True)
             for t, c, k in rows[:args.top]:
-                print(f"   {t / steps:8.1f} us/step  {c / steps:6.1f}/step  {k[:100]}")
+                print(f"   {t:8.1f} us/step  {c:6.1f}/step  {k[:100]}")
         eng = model = None
         torch.cuda.empty_cache()
 

@@ -41,9 +41,15 @@ def graph_kernel_rows(graph: torch.cuda.CUDAGraph, reps: int = 5) -> list[tuple[
         for _ in range(reps):
             graph.replay()
         torch.cuda.synchronize()
+    return [(t, int(c), name) for t, c, name in kernel_rows(prof, reps)]     # whole launches a replay
+
+
+def kernel_rows(prof, per: float) -> list[tuple[float, float, str]]:
+    """A torch.profiler run's GPU kernels as (microseconds, launches, name) per `per` (replays, steps), slowest
+    first."""
     rows = []
     for event in prof.key_averages():
         t = getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0)
         if t > 0:
-            rows.append((t / reps, event.count // reps, event.key))
+            rows.append((t / per, event.count / per, event.key))
     return sorted(rows, reverse=True)

@@ -80,7 +80,7 @@ def candidates(kind: str, m: int) -> list[Config]:
     else:
         dots = [(64, 64, 128, 4, 3), (128, 128, 64, 8, 3), (128, 64, 128, 8, 3)]
         split = [(64, 64, 128, 4, 3, 2), (128, 64, 128, 8, 3, 2), (64, 64, 128, 4, 3, 4)]
-    dq = [Config("dq", 0, 0, 0)] if kind in dispatch.DENSE and m > 64 else []   # dense weight + cuBLAS
+    dq = [Config("dq", 0, 0, 0)] if kind in dispatch.DENSE_ABOVE_M and m > 64 else []   # dense weight + cuBLAS
     return [Config("dot", *d) for d in dots + (split if four else [])] + mm + dq
 
 
@@ -178,10 +178,21 @@ def micro(args, t_start: float) -> dict:
     return table
 
 
+def decode_engine(model):
+    """The engine both end-to-end benchmarks serve `model` with: up to 64 sequences of 256 tokens, one 8192-token
+    prefill step, CUDA graphs, triton attention."""
+    from ember.bench.model import make_engine
+    from ember.config import EngineConfig, KvCacheConfig
+
+    ec = EngineConfig(max_num_seqs=64, max_num_tokens=8192, max_model_len=256,
+                      kv_cache=KvCacheConfig(num_blocks=1200, enable_prefix_caching=False),
+                      attention_backend="triton", cuda_graphs=True)
+    return make_engine(model, ec, torch.device("cuda"), torch.bfloat16, 256)
+
+
 def e2e(args) -> None:
     from ember.bench import datasets, engine_bench
-    from ember.bench.model import build_random_model, load_bench_config, make_engine
-    from ember.config import EngineConfig, KvCacheConfig
+    from ember.bench.model import build_random_model, load_bench_config
     from ember.quantization.random_quant import quantize_random_
 
     cfg = load_bench_config("qwen3-8b")
@@ -203,10 +214,7 @@ def e2e(args) -> None:
             gc.collect()
             gpu_model = torch.cuda.memory_allocated() - gpu_before   # the model as served: weights + kernel copies
             built = time.perf_counter() - t0
-            ec = EngineConfig(max_num_seqs=64, max_num_tokens=8192, max_model_len=256,
-                              kv_cache=KvCacheConfig(num_blocks=1200, enable_prefix_caching=False),
-                              attention_backend="triton", cuda_graphs=True)
-            eng = make_engine(model, ec, torch.device("cuda"), torch.bfloat16, 256)
+            eng = decode_engine(model)
             r1 = engine_bench.latency(eng, datasets.synthetic(1, 128, args.out1, cfg.vocab_size, seed=2), warmup=1)
             r64 = engine_bench.latency(eng, datasets.synthetic(64, 128, args.out64, cfg.vocab_size, seed=3), warmup=1)
             row = {"method": label, "b1_tok_s": r1["decode_tokens_per_s"], "b1_itl_p50_ms": r1["itl_p50_ms"],

@@ -108,15 +108,18 @@ def int8_weight(weight: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -
     return out
 
 
-def linear(kind: str, x: torch.Tensor, layer, pqs: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
-    """y = (x * pre_quant_scale) @ dequant(W)^T + b through a transient dense weight (kind: "int4", "nvfp4" or
-    "int8_wo")."""
+def dense_weight(kind: str, layer, dtype: torch.dtype) -> torch.Tensor:
+    """The layer's weight [N, K] in `dtype` (kind: "int4", "nvfp4" or "int8_wo", as dispatch.KINDS names them)."""
     if kind == "int4":
-        w = int4_weight(layer.weight, layer.weight_scale, x.dtype)
-    elif kind == "int8_wo":
-        w = int8_weight(layer.weight, layer.weight_scale, x.dtype)
-    else:
-        w = nvfp4_weight(layer.weight, layer.weight_scale, layer.weight_scale_2, x.dtype)
+        return int4_weight(layer.weight, layer.weight_scale, dtype)
+    if kind == "int8_wo":
+        return int8_weight(layer.weight, layer.weight_scale, dtype)
+    return nvfp4_weight(layer.weight, layer.weight_scale, layer.weight_scale_2, dtype)
+
+
+def linear(kind: str, x: torch.Tensor, layer, pqs: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
+    """y = (x * pre_quant_scale) @ dequant(W)^T + b through a transient dense weight (`dense_weight`)."""
+    w = dense_weight(kind, layer, x.dtype)
     if pqs is not None:
         x = x * pqs            # pqs is in x's dtype (QuantLinear.finalize_): the reference's rounding
     return F.linear(x, w, None if bias is None else bias.to(x.dtype))

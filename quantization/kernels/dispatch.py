@@ -30,7 +30,9 @@ ENABLED = os.environ.get("EMBER_QUANT_KERNELS", "1") != "0"
 KINDS = {"W4A16_AWQ": "int4", "NVFP4": "nvfp4", "NVFP4_AWQ": "nvfp4", "FP8": "fp8",
          "FP8_PER_CHANNEL_PER_TOKEN": "fp8_rowwise", "W8A16": "int8_wo", "W8A8_SQ_PER_CHANNEL": "int8_sq",
          "W4A8_AWQ": "w4a8"}
-DENSE = ("int4", "nvfp4", "int8_wo")       # kinds with a "dq" path (dequant.py): weight-only formats
+# Weight-only kinds with a "dq" path (dequant.py) -> the M above which it runs by default: measured faster than the
+# in-register kernels there (kernels/table.py, docs/performance.md session 6; tl.dot still won W8A16 at 256)
+DENSE_ABOVE_M = {"int4": 128, "nvfp4": 128, "int8_wo": 256}
 _W8_ACT = {"fp8": "fp8", "fp8_rowwise": "fp8_token", "int8_wo": "none", "int8_sq": "int8", "w4a8": "fp8"}
 
 
@@ -58,7 +60,7 @@ def default_config(kind: str, m: int) -> Config:
     """A reasonable config for shapes the table has not measured."""
     if kind in ("fp8", "w4a8") or (kind == "int8_sq" and m > 16):
         return Config("mm", 0, 0, 0)          # cuBLAS FP8 beat the FP8 GEMV at every M measured
-    if (m > 128 and kind in ("int4", "nvfp4")) or (m > 256 and kind == "int8_wo"):
+    if m > DENSE_ABOVE_M.get(kind, m):
         return Config("dq", 0, 0, 0)          # prefill: dequantize once, then cuBLAS (dequant.py)
     if m <= 4 and kind == "nvfp4":
         return Config("h2", 1, 64, 512, 4, 1, 4) if m == 1 else Config("h2", m_bucket(m), 64, 256, 4, 1, 4)
@@ -83,7 +85,7 @@ def lookup(kind: str, n: int, k: int, m: int) -> Config | None:
         ok = k % 16 == 0 and n % 16 == 0 and (kind in ("fp8", "w4a8") or kind == "int8_sq" and m > 16)
         return cfg if ok else None
     if cfg.kind == "dq":
-        return cfg if kind in DENSE and k % 16 == 0 else None
+        return cfg if kind in DENSE_ABOVE_M and k % 16 == 0 else None
     bk = cfg.block_k
     while bk > 16 and k % bk:
         bk //= 2

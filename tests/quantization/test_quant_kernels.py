@@ -49,11 +49,9 @@ CHECK = textwrap.dedent('''
                         layer.bias.data.normal_()
                     t = {name: v.to(device) for name, v in layer.tensors().items()}   # (W4A8: some on host)
                     w = fmt.weight(t, layer.output_sizes).double()
-                    if kind in dispatch.DENSE:                # the prefill path's dense weight: the reference's
+                    if kind in dispatch.DENSE_ABOVE_M:        # the prefill path's dense weight: the reference's
                         from ember.quantization.kernels import dequant
-                        dense = (dequant.int4_weight(layer.weight, layer.weight_scale, dtype) if kind == "int4" else
-                                 dequant.int8_weight(layer.weight, layer.weight_scale, dtype) if kind == "int8_wo" else
-                                 dequant.nvfp4_weight(layer.weight, layer.weight_scale, layer.weight_scale_2, dtype))
+                        dense = dequant.dense_weight(kind, layer, dtype)
                         assert torch.equal(dense, w.to(dtype)), (algo, n, k, (dense.double() - w).abs().max())
                         checked += 1
                     for m in ms:
@@ -77,7 +75,7 @@ CHECK = textwrap.dedent('''
                             if cfg.kind == "mm" and (interp or kind not in ("fp8", "int8_sq", "w4a8")
                                                      or (kind == "int8_sq" and m <= 16) or n % 16):
                                 continue
-                            if cfg.kind == "dq" and kind not in dispatch.DENSE:
+                            if cfg.kind == "dq" and kind not in dispatch.DENSE_ABOVE_M:
                                 continue
                             if cfg.kind in ("ew", "ew2", "h2") and m > cfg.block_m:
                                 continue

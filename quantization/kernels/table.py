@@ -9,6 +9,9 @@ half2 GEMV of w4_gemv.py, "h2") name the K-major GEMV it replaced and tinygemm (
 INT4 at M = 4 keeps tl.dot, which beat h2 there. The session-6 rows: h2 with double-buffered loads (num_stages 2)
 and INT4 steps inside one group (block_k 128), each against the session-5 row in the same run; 4-bit at M = 256
 dequantizes to a dense weight for cuBLAS ("dq", dequant.py), timed against the best tl.dot config in one run.
+The session-7 rows: INT4 h2 steps over whole groups (block_k 256: two scales a row a step), against the session-6
+row (M = 1) or the table's tl.dot (M = 2) in one run; bf16 INT4 runs tinygemm at these M, so these rows serve fp16
+models and EMBER_INT4_TINYGEMM=0.
 """
 
 MEASURED: dict[tuple[str, int, int, int], tuple] = {
@@ -133,10 +136,10 @@ MEASURED: dict[tuple[str, int, int, int], tuple] = {
     ('nvfp4', 4096, 4096, 4): ('h2', 4, 64, 256, 4, 2, 4),  # 11.3 us (session-5 row 12.2), bf16 F.linear 16.9 us (session 6)
     ('nvfp4', 24576, 4096, 4): ('h2', 4, 64, 256, 4, 1, 4),  # 43.7 us (K-major GEMV 82.5), bf16 F.linear 73.5 us (session 5)
     ('nvfp4', 4096, 12288, 4): ('h2', 4, 64, 256, 4, 2, 4),  # 23.0 us (session-5 row 26.6), bf16 F.linear 40.0 us (session 6)
-    ('int4', 6144, 4096, 1): ('h2', 1, 32, 128, 4, 2, 4),  # 14.7 us (session-5 row 15.8, tinygemm 10.7), bf16 F.linear 21.2 us (session 6)
-    ('int4', 4096, 4096, 1): ('h2', 1, 16, 128, 4, 1, 8),  # 10.9 us (session-5 row 12.3, tinygemm 7.2), bf16 F.linear 16.7 us (session 6)
+    ('int4', 6144, 4096, 1): ('h2', 1, 32, 256, 4, 1, 4),  # 12.9 us (session-6 row 14.5, tinygemm 10.3), bf16 F.linear 21.1 us (session 7)
+    ('int4', 4096, 4096, 1): ('h2', 1, 16, 256, 4, 1, 8),  # 10.3 us (session-6 row 10.6, tinygemm 7.1), bf16 F.linear 16.7 us (session 7)
     ('int4', 24576, 4096, 1): ('h2', 1, 32, 128, 4, 1, 2),  # 32.3 us (session-5 row 45.1, tinygemm 30.5), bf16 F.linear 72.6 us (session 6)
-    ('int4', 4096, 12288, 1): ('h2', 1, 8, 128, 2, 1, 8),  # 20.4 us (session-5 row 21.6, tinygemm 19.7), bf16 F.linear 40.1 us (session 6)
+    ('int4', 4096, 12288, 1): ('h2', 1, 16, 256, 4, 1, 8),  # 18.4 us (session-6 row 20.3, tinygemm 16.6), bf16 F.linear 39.6 us (session 7)
     ('int4', 6144, 4096, 4): ('dot', 16, 64, 128, 4, 3, 4),  # 18.1 us (h2 24.1, tinygemm 14.1), bf16 F.linear 21.3 us (session 5)
     ('int4', 4096, 4096, 4): ('dot', 16, 64, 128, 4, 3, 4),  # 13.3 us (h2 17.0, tinygemm 9.5), bf16 F.linear 16.5 us (session 5)
     ('int4', 24576, 4096, 4): ('dot', 16, 64, 128, 4, 3, 4),  # 41.5 us (h2 69.0, tinygemm 41.4), bf16 F.linear 73.3 us (session 5)
@@ -144,4 +147,7 @@ MEASURED: dict[tuple[str, int, int, int], tuple] = {
     ('nvfp4', 6144, 4096, 8): ('h2', 8, 32, 128, 2, 1, 4),  # 19.7 us (tl.dot 28.4), bf16 F.linear 21.0 us (session 5)
     ('nvfp4', 4096, 4096, 8): ('h2', 8, 64, 256, 4, 1, 4),  # 14.6 us (tl.dot 21.6), bf16 F.linear 16.2 us (session 5)
     ('nvfp4', 4096, 12288, 8): ('h2', 8, 64, 256, 4, 1, 4),  # 33.2 us (tl.dot 55.7), bf16 F.linear 39.8 us (session 5)
+    ('int4', 6144, 4096, 2): ('h2', 2, 32, 256, 4, 1, 4),  # 14.3 us (tl.dot 17.7, tinygemm 10.7), bf16 F.linear 21.3 us (session 7)
+    ('int4', 4096, 4096, 2): ('h2', 2, 32, 256, 8, 2, 4),  # 11.9 us (tl.dot 13.4, tinygemm 7.5), bf16 F.linear 16.6 us (session 7)
+    ('int4', 4096, 12288, 2): ('h2', 2, 32, 256, 8, 2, 4),  # 22.2 us (tl.dot 26.8, tinygemm 17.5), bf16 F.linear 39.9 us (session 7)
 }

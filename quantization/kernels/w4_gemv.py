@@ -100,6 +100,12 @@ def _f16x2(v):
 
 
 @triton.jit
+def _spread(s, BLOCK_N: tl.constexpr, NG: tl.constexpr, BLOCK_G: tl.constexpr):
+    """Per-group values s [BN, NG] repeated over each group's BG / NG units -> [BN, BG]."""
+    return tl.reshape(tl.broadcast_to(s[:, :, None], (BLOCK_N, NG, BLOCK_G // NG)), (BLOCK_N, BLOCK_G))
+
+
+@triton.jit
 def _x_tile(x_ptr, rm, stride_xm, k0, WIDTH: tl.constexpr, p_ptr, HAS_PQS: tl.constexpr):
     """x[m, k0[g] .. k0[g] + WIDTH] [BM, BG, WIDTH] (times pre_quant_scale, rounded to x's dtype as the reference)
     as fp16 bits in int32 (one contiguous load; the pairs are shuffled in registers)."""
@@ -235,11 +241,13 @@ def _int4_kernel(x_ptr, w_ptr, s_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N
             wt = tl.load(w_rows + k0 // 4 + words)                                         # [BN, 2 BG] int32
         w0, w1 = tl.split(tl.reshape(wt, (BLOCK_N, BLOCK_G, 2)))                           # [BN, BG]: k..k+3, +4
         if ROW_SCALE:   # the step lies in one group: one scale a row, converted once (1.1-1.4x at M = 1)
-            sl = tl.load(s_lo + k0 // GROUP)                                               # [BN, 1] fp32
-            sh = tl.load(s_lo + stride_sn + k0 // GROUP)
-        else:
-            sl = tl.load(s_lo + (8 * gi[None, :]) // GROUP)                                # [BN, BG] fp32
-            sh = tl.load(s_lo + stride_sn + (8 * gi[None, :]) // GROUP)
+            sl = _f16x2(tl.load(s_lo + k0 // GROUP))                                       # [BN, 1]
+            sh = _f16x2(tl.load(s_lo + stride_sn + k0 // GROUP))
+        else:           # NG whole groups a step: NG scales a row, converted, then spread over their 8-k units
+            NG: tl.constexpr = 8 * BLOCK_G // GROUP
+            gs = (k0 // GROUP + tl.arange(0, NG))[None, :]
+            sl = _spread(_f16x2(tl.load(s_lo + gs)), BLOCK_N, NG, BLOCK_G)                 # [BN, BG]
+            sh = _spread(_f16x2(tl.load(s_lo + stride_sn + gs)), BLOCK_N, NG, BLOCK_G)
         xt = _x_tile(x_ptr, rm, stride_xm, 8 * gi, 8, p_ptr, HAS_PQS)                      # [BM, BG, 8]
         # pairs (j, j + 2) of each word: (word, +2, j) -> (word, j, +2), the halves packed, then split by j, word
         lo, hi = tl.split(tl.permute(tl.reshape(xt, (BLOCK_M, BLOCK_G, 2, 2, 2)), (0, 1, 2, 4, 3)))
@@ -252,15 +260,15 @@ def _int4_kernel(x_ptr, w_ptr, s_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N
         if ASM:
             lo, hi = tl.inline_asm_elementwise(
                 _INT4_ASM, _INT4_CONSTRAINTS,
-                [w0, w1, tl.broadcast_to(_f16x2(sl)[None], shape), tl.broadcast_to(_f16x2(sh)[None], shape),
+                [w0, w1, tl.broadcast_to(sl[None], shape), tl.broadcast_to(sh[None], shape),
                  tl.broadcast_to(x0, shape), tl.broadcast_to(x1, shape), tl.broadcast_to(x2, shape),
                  tl.broadcast_to(x3, shape)],
                 dtype=(tl.int32, tl.int32), is_pure=True, pack=1)
             acc_lo += lo.to(tl.float32, bitcast=True)
             acc_hi += hi.to(tl.float32, bitcast=True)
         else:
-            s_l = sl.to(tl.float16).to(tl.float32)[None]
-            s_h = sh.to(tl.float16).to(tl.float32)[None]
+            s_l = _half(sl, False)[None]
+            s_h = _half(sh, False)[None]
             acc_lo += (_int4_pair_ref(w0, 0, s_l, x0) + _int4_pair_ref(w0, 8, s_l, x1)
                        + _int4_pair_ref(w1, 0, s_l, x2) + _int4_pair_ref(w1, 8, s_l, x3))
             acc_hi += (_int4_pair_ref(w0, 4, s_h, x0) + _int4_pair_ref(w0, 12, s_h, x1)

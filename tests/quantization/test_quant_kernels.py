@@ -108,7 +108,7 @@ def _run(device: str, dtype: str, shapes: str, ms: str, configs: str, env: dict)
 @needs_triton
 def test_kernels_interpreter_cpu():
     """Every kernel and mode vs the reference: M 1..20 (several M blocks), N tails, bias, pre_quant_scale,
-    block_k below and above the int4 group, split-K (the half2 GEMV's and tl.dot's) with 1, 2 and 4 splits (the
+    block_k below and above the int4 group (the half2 GEMV: one scale a row, or two groups a step), split-K (the half2 GEMV's and tl.dot's) with 1, 2 and 4 splits (the
     half2 GEMV through its fp32 twin: the interpreter cannot run inline PTX; the GPU test runs the PTX), its
     double-buffered loads (num_stages 2), and the prefill path's dense weight (== the format's, bit for bit)."""
     _run("cpu", "float16", "[(48, 256)]", "[1, 3, 20]",
@@ -124,7 +124,8 @@ def test_kernels_gpu_qwen3_8b_shapes():
     _run("cuda", "bfloat16", "[(6144, 4096), (1000, 256)]", "[1, 3, 16, 300]",
          "[('ew', 1, 4, 256, 4), ('h2', 1, 64, 512, 4, 1, 4), ('h2', 4, 32, 256, 2, 1, 4), ('h2', 8, 32, 128, 2, 1, 4), ('ew2', 1, 4, 256, 4), "
          "('dot', 16, 64, 128, 4, 3), ('dot', 64, 32, 128, 4, 3, 2), ('dot', 16, 32, 128, 4, 3, 8), "
-         "('mm', 0, 0, 0), ('dq', 0, 0, 0), ('h2', 1, 32, 128, 4, 2, 4), ('h2', 4, 64, 256, 4, 2, 4)]",
+         "('mm', 0, 0, 0), ('dq', 0, 0, 0), ('h2', 1, 32, 128, 4, 2, 4), ('h2', 4, 64, 256, 4, 2, 4), "
+         "('h2', 1, 32, 256, 4, 1, 4)]",
          dict(os.environ))
 
 
@@ -136,6 +137,8 @@ def test_dispatch_rules():
     assert dispatch.lookup("nvfp4", 4096, 4096, 2).kind == "h2"        # no M = 2 row: the default
     assert dispatch.lookup("nvfp4", 6144, 4096, 7).kind == "h2"        # measured faster than tl.dot at M = 8
     assert dispatch.lookup("int4", 4096, 4096, 3).kind == "dot"        # h2 lost to tl.dot at M = 4
+    assert dispatch.lookup("int4", 4096, 4096, 2).kind == "h2"         # ... and beat it at M = 2
+    assert dispatch.lookup("int4", 1000, 2048, 1).block_k == 256       # whole groups a step (unmeasured shape)
     assert dispatch.lookup("int8_wo", 4096, 4096, 1).kind == "ew"
     assert dispatch.lookup("int4", 4096, 4096, 64).kind == "dot"
     assert dispatch.lookup("nvfp4", 4096, 12288, 8192).kind == "dq"   # prefill: dense weight + cuBLAS

@@ -11,6 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ember.quantization.kernels.tiles import rows
 from ember.quantization.kernels.w8 import ACT, _quantize_act
 
 
@@ -44,16 +45,11 @@ def quantize_act(x2: torch.Tensor, act: str, input_scale: torch.Tensor, pqs: tor
     return q
 
 
-def _rows(x: torch.Tensor) -> torch.Tensor:
-    x2 = x.reshape(-1, x.shape[-1])
-    return x2 if x2.stride(-1) == 1 else x2.contiguous()
-
-
 def fp8_scaled_mm(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor, input_scale: torch.Tensor,
                   bias: torch.Tensor | None, pqs: torch.Tensor | None = None) -> torch.Tensor:
     """FP8 W8A8 (per-tensor scales, read at [0]) on FP8 tensor cores: quantize kernel (x * pqs first, if given) +
     `torch._scaled_mm`."""
-    x2 = _rows(x)
+    x2 = rows(x)
     m, n = x2.shape[0], weight.shape[0]
     out_dtype = x.dtype if x.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
     q = quantize_act(x2, "fp8", input_scale, pqs, pad_to=16)   # _scaled_mm wants M a multiple of 16
@@ -65,7 +61,7 @@ def fp8_scaled_mm(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Ten
 def int8_int_mm(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor, input_scale: torch.Tensor,
                 pqs: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
     """W8A8 SmoothQuant on INT8 tensor cores: `torch._int_mm` (M > 16, K and N multiples of 8), scales after."""
-    x2 = _rows(x)
+    x2 = rows(x)
     n = weight.shape[0]
     q = quantize_act(x2, "int8", input_scale, pqs)
     acc = torch._int_mm(q, weight.t())                                                # [M, N] int32

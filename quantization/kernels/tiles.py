@@ -1,9 +1,17 @@
-"""Triton helpers shared by the quantized GEMM kernels: activation tile loads, group scales, the accumulate step."""
+"""Helpers shared by the quantized GEMM kernels: activation tile loads, group scales, the accumulate step (Triton),
+and `rows`, the [M, K] view of x every launcher passes them."""
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
+
+
+def rows(x: torch.Tensor) -> torch.Tensor:
+    """x [..., K] as [M, K] rows with unit stride along K (a copy only where it is needed)."""
+    x2 = x.reshape(-1, x.shape[-1])
+    return x2 if x2.stride(-1) == 1 else x2.contiguous()
 
 
 @triton.jit

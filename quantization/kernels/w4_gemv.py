@@ -32,8 +32,8 @@ import triton
 import triton.language as tl
 
 from ember.quantization.kernels import splitk
-from ember.quantization.kernels.tiles import e2m1
-from ember.quantization.kernels.w4a16 import rows, split_grid
+from ember.quantization.kernels.tiles import e2m1, rows
+from ember.quantization.kernels.w4a16 import split_grid
 
 
 def _nvfp4_asm() -> str:

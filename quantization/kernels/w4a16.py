@@ -22,7 +22,7 @@ import triton.language as tl
 from ember.quantization.kernels import splitk
 from ember.quantization.kernels.splitk import store_tile
 from ember.quantization.kernels.tiles import (accumulate, e2m1, finish, group_scaled, int4_f32,
-                                              int4_offset16, load_x)
+                                              int4_offset16, load_x, rows)
 
 
 @triton.jit
@@ -121,12 +121,6 @@ def _nvfp4_kernel(x_ptr, w_ptr, s_ptr, s2_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_
     y_ptrs = y_ptr + offs_m[None, :].to(tl.int64) * stride_ym + offs_n[:, None]
     store_tile(y, bias, y_ptrs, mask, ws_ptr, cnt_ptr, pid_m * tl.num_programs(1) + pid_n, pid_k, SPLIT_K,
                BLOCK_N, BLOCK_M)
-
-
-def rows(x: torch.Tensor) -> torch.Tensor:
-    """x [..., K] as [M, K] rows with unit stride along K (a copy only where it is needed)."""
-    x2 = x.reshape(-1, x.shape[-1])
-    return x2 if x2.stride(-1) == 1 else x2.contiguous()
 
 
 def split_grid(m: int, n_tiles: int, tiles_per_n: int, k: int, block_k: int, cfg) -> tuple[int, int, int]:

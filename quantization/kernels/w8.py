@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ember.quantization.kernels.tiles import accumulate, finish, int8_f32, load_x
+from ember.quantization.kernels.tiles import accumulate, finish, int8_f32, load_x, rows
 
 ACT = {"none": 0, "fp8": 1, "int8": 2, "fp8_token": 3}
 
@@ -91,8 +91,7 @@ def w8_linear(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor,
               cfg) -> torch.Tensor:
     """x [..., K] -> [..., N]; weight fp8/int8 [N, K]; weight_scale fp32 [N] (per_row) or [shards] (per tensor,
     read at [0]); input_scale fp32 [shards] (read at [0]) for the static act modes; cfg: dispatch.Config."""
-    x2 = x.reshape(-1, x.shape[-1])
-    x2 = x2 if x2.stride(-1) == 1 else x2.contiguous()
+    x2 = rows(x)
     m, k, n = x2.shape[0], x2.shape[1], weight.shape[0]
     y = torch.empty(m, n, dtype=x.dtype, device=x.device)
     grid = (triton.cdiv(m, cfg.block_m), triton.cdiv(n, cfg.block_n))

@@ -8,7 +8,6 @@ which pytest imports triton for other files never matters; on a GPU they run in-
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from ember.attention.kv_quant import FP8_KV_DTYPE, FP8_MAX, dequantize_kv, quant
 from ember.attention.metadata import build_metadata
 from ember.attention.torch_backend import TorchAttentionBackend
 from ember.layers.attention import Attention
+from paged_tables import shuffled_tables   # (tests/attention/paged_tables.py)
 
 ON_GPU = torch.cuda.is_available()
 HAS_TRITON = importlib.util.find_spec("triton") is not None
@@ -37,13 +37,7 @@ def fp8_step(backend_cls, query_lens, seq_lens, hq=4, hkv=2, d=32, block_size=16
     """One step through `backend_cls` and the torch backend on the same e4m3 cache (shuffled block tables, some
     values beyond 448 * scale so the clamp is exercised); both must equal attention over the dequantized cache."""
     gen = torch.Generator().manual_seed(seed)
-    per_seq = [math.ceil(s / block_size) for s in seq_lens]
-    num_blocks = sum(per_seq) + 3
-    order = torch.randperm(num_blocks, generator=gen).tolist()
-    tables, used = [], 0
-    for n in per_seq:
-        tables.append(order[used:used + n])
-        used += n
+    tables, num_blocks = shuffled_tables(seq_lens, block_size, gen)
     k_scale, v_scale = torch.tensor(0.02), torch.tensor(0.05)        # amax 9 and 22: 3-sigma k values clip
     old = torch.randn(2, num_blocks, block_size, hkv, d, generator=gen) * torch.tensor([3.0, 7.0]).view(2, 1, 1, 1, 1)
     cache = torch.stack([quantize_kv(old[0], k_scale), quantize_kv(old[1], v_scale)]).to(device)

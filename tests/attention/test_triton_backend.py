@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import math
 import os
 import sys
 
@@ -20,6 +19,7 @@ import torch
 from ember.attention.metadata import build_metadata
 from ember.attention.torch_backend import TorchAttentionBackend
 from ember.layers.attention import Attention
+from paged_tables import shuffled_tables   # (tests/attention/paged_tables.py)
 
 if importlib.util.find_spec("triton") is None:
     pytest.skip("the triton attention backend needs triton (pip install triton)", allow_module_level=True)
@@ -65,13 +65,7 @@ def compare_step(query_lens, seq_lens, hq=4, hkv=1, d=32, block_size=16, dtype=t
     """Run one engine step through both backends on identical caches with shuffled block tables; compare.
     `backend_attrs` are set on the triton backend (prefill_config, num_sms, ...)."""
     gen = torch.Generator().manual_seed(seed)
-    per_seq = [math.ceil(s / block_size) for s in seq_lens]
-    num_blocks = sum(per_seq) + 3
-    order = torch.randperm(num_blocks, generator=gen).tolist()
-    tables, used = [], 0
-    for n in per_seq:
-        tables.append(order[used:used + n])
-        used += n
+    tables, num_blocks = shuffled_tables(seq_lens, block_size, gen)
     cache = torch.randn(2, num_blocks, block_size, hkv, d, generator=gen).to(device, dtype)
     t = sum(query_lens)
     q, k, v = (torch.randn(t, h * d, generator=gen).to(device, dtype) for h in (hq, hkv, hkv))

@@ -213,7 +213,7 @@ def _nvfp4_kernel(x_ptr, w_ptr, s_ptr, s2_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_
 def _int4_kernel(x_ptr, w_ptr, s_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, stride_xm, stride_wn, stride_sn,
                  stride_ym, K_SPLIT, GROUP: tl.constexpr, HAS_PQS: tl.constexpr, HAS_BIAS: tl.constexpr,
                  ASM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr,
-                 SPLIT: tl.constexpr, PF: tl.constexpr, ROW_SCALE: tl.constexpr):
+                 SPLIT: tl.constexpr, PF: tl.constexpr):
     """Grid (cdiv(N/2, BN), SPLIT): packed rows i (output rows 2i, 2i+1) over K elements pid_k * K_SPLIT..,
     BLOCK_G 8-element steps (two words) at a time. acc_lo / acc_hi [BM, BN, BG] fp32."""
     pid_n, pid_k = tl.program_id(0), tl.program_id(1)
@@ -240,7 +240,7 @@ def _int4_kernel(x_ptr, w_ptr, s_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N
         else:
             wt = tl.load(w_rows + k0 // 4 + words)                                         # [BN, 2 BG] int32
         w0, w1 = tl.split(tl.reshape(wt, (BLOCK_N, BLOCK_G, 2)))                           # [BN, BG]: k..k+3, +4
-        if ROW_SCALE:   # the step lies in one group: one scale a row, converted once (1.1-1.4x at M = 1)
+        if 8 * BLOCK_G <= GROUP:   # the step lies in one group: one scale a row, converted once (1.1-1.4x at M = 1)
             sl = _f16x2(tl.load(s_lo + k0 // GROUP))                                       # [BN, 1]
             sh = _f16x2(tl.load(s_lo + stride_sn + k0 // GROUP))
         else:           # NG whole groups a step: NG scales a row, converted, then spread over their 8-k units
@@ -327,5 +327,5 @@ def int4_gemv(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, pqs: t
         x2.shape[0], n, x2.stride(0), words.stride(0), scale.stride(0), y.stride(0), k // split,
         GROUP=k // scale.shape[1], HAS_PQS=pqs is not None, HAS_BIAS=bias is not None, ASM=_asm(x),
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_G=cfg.block_k // 8, SPLIT=split, PF=cfg.num_stages > 1,
-        ROW_SCALE=cfg.block_k <= k // scale.shape[1], num_warps=cfg.num_warps, num_stages=1)
+        num_warps=cfg.num_warps, num_stages=1)
     return y.view(*x.shape[:-1], n)

@@ -3,9 +3,8 @@
 Kernels by format (`quant_algo` -> kind):
   W4A16_AWQ -> int4 (M <= tinygemm.MAX_M in bf16: aten's tinygemm kernel, see tinygemm.py), NVFP4 / NVFP4_AWQ ->
   nvfp4 (weight-only, dequantized in registers): "h2" (w4_gemv.py, packed half2 on the checkpoint layout) and
-  "ew2" (w4a16.py elementwise) for M <= 4 (NVFP4 h2 up to M = 8 where the table measured it faster), w4a16.py
-  "dot" (optionally split-K) for any M, and "dq" (dequant.py: a dense weight for the call, then cuBLAS) past
-  M = 128 (prefill sizes; W8A16 past 256);
+  "ew2" (w4a16.py elementwise) for M <= 4, w4a16.py "dot" (optionally split-K) for any M, and "dq" (dequant.py: a
+  dense weight for the call, then cuBLAS) past M = 128 (prefill sizes; INT4 and W8A16 past 256);
   FP8 -> fp8, FP8_PER_CHANNEL_PER_TOKEN -> fp8_rowwise, W8A16 -> int8_wo, W8A8_SQ_PER_CHANNEL -> int8_sq
   (w8.py: the activation quantized in registers; "mm" configs: act_quant.py + cuBLAS, FP8 per-tensor at every M
   and SmoothQuant INT8 at M > 16 where measured faster; FP8RowWise always runs w8.py); W4A8_AWQ -> w4a8 (the FP8
@@ -31,8 +30,9 @@ KINDS = {"W4A16_AWQ": "int4", "NVFP4": "nvfp4", "NVFP4_AWQ": "nvfp4", "FP8": "fp
          "FP8_PER_CHANNEL_PER_TOKEN": "fp8_rowwise", "W8A16": "int8_wo", "W8A8_SQ_PER_CHANNEL": "int8_sq",
          "W4A8_AWQ": "w4a8"}
 # Weight-only kinds with a "dq" path (dequant.py) -> the M above which it runs by default: measured faster than the
-# in-register kernels there (kernels/table.py, docs/performance.md session 6; tl.dot still won W8A16 at 256)
-DENSE_ABOVE_M = {"int4": 128, "nvfp4": 128, "int8_wo": 256}
+# in-register kernels there (kernels/table.py, docs/performance.md sessions 6 and 8; tl.dot still won W8A16 and,
+# since its TMA loads, INT4 at 256)
+DENSE_ABOVE_M = {"int4": 256, "nvfp4": 128, "int8_wo": 256}
 _W8_ACT = {"fp8": "fp8", "fp8_rowwise": "fp8_token", "int8_wo": "none", "int8_sq": "int8", "w4a8": "fp8"}
 
 
@@ -68,8 +68,10 @@ def default_config(kind: str, m: int) -> Config:
         return Config("h2", 1, 16, 256, 4, 1, 8)      # best or near it on every Qwen3-8B shape (session 7)
     if m == 2 and kind == "int4":
         return Config("h2", 2, 32, 256, 4, 1, 4)      # beat tl.dot on 3 of 4 shapes, 0.7% behind on the 4th
-    if m <= 4 and kind == "int4":
-        return Config("dot", 16, 64, 128, 4, 3, 4)      # h2 lost to it at M = 4 (kernels/table.py)
+    if m <= 16 and kind in ("int4", "nvfp4"):
+        return Config("dot", 16, 64, 128, 4, 3, 4)      # INT4: h2 lost to it at M = 4; best on most shapes to 16
+    if kind in ("int4", "nvfp4"):
+        return Config("dot", 64, 64, 128, 4, 3, 4)      # best or near it on most Qwen3-8B shapes at M = 64-256
     if m <= 2:
         return Config("ew", m_bucket(m), 4, 512, 4, 1)
     if m <= 4:
@@ -93,6 +95,8 @@ def lookup(kind: str, n: int, k: int, m: int) -> Config | None:
         bk //= 2
     if k % bk or (cfg.kind in ("ew", "ew2", "h2") and m > cfg.block_m):
         return None
+    if kind == "nvfp4" and cfg.kind in ("dot", "ew2") and bk < 32:
+        return None                           # its TMA box of weight bytes (bk / 2) must be >= 16 bytes
     return cfg._replace(block_k=bk)
 
 

@@ -11,13 +11,13 @@ and INT4 steps inside one group (block_k 128), each against the session-5 row in
 dequantizes to a dense weight for cuBLAS ("dq", dequant.py), timed against the best tl.dot config in one run.
 The session-7 rows: INT4 h2 steps over whole groups (block_k 256: two scales a row a step), against the session-6
 row (M = 1) or the table's tl.dot (M = 2) in one run; bf16 INT4 runs tinygemm at these M, so these rows serve fp16
-models and EMBER_INT4_TINYGEMM=0.
+models and EMBER_INT4_TINYGEMM=0. The session-8 rows: the 4-bit tl.dot kernels with TMA tile loads (and INT4 with exact
+integer weights; w4a16.py), M = 4 (INT4) or 8 (NVFP4) to 256, each against bf16 and, in the same run, tinygemm (INT4
+M = 4), the half2 GEMV (NVFP4 M = 8, which tl.dot now beats) and the dense-weight path (M >= 128: INT4 tl.dot now
+beats it at 128 and 256, NVFP4 at 128 and on two of four shapes at 256).
 """
 
 MEASURED: dict[tuple[str, int, int, int], tuple] = {
-    ('int4', 6144, 4096, 8): ('dot', 16, 64, 128, 4, 3),  # 26.5 us, bf16 F.linear 20.9 us
-    ('int4', 6144, 4096, 256): ('dq', 0, 0, 0),  # 50.0 us (tl.dot 66.8), bf16 F.linear 24.0 us (session 6)
-    ('nvfp4', 6144, 4096, 256): ('dq', 0, 0, 0),  # 51.8 us (tl.dot 65.8), bf16 F.linear 24.4 us (session 6)
     ('fp8', 6144, 4096, 1): ('mm', 0, 0, 0),  # 14.1 us, bf16 F.linear 20.6 us
     ('fp8', 6144, 4096, 2): ('mm', 0, 0, 0),  # 15.6 us, bf16 F.linear 21.2 us
     ('fp8', 6144, 4096, 4): ('mm', 0, 0, 0),  # 14.0 us, bf16 F.linear 21.3 us
@@ -39,9 +39,6 @@ MEASURED: dict[tuple[str, int, int, int], tuple] = {
     ('int8_sq', 6144, 4096, 16): ('dot', 16, 64, 128, 4, 3),  # 21.4 us, bf16 F.linear 21.3 us
     ('int8_sq', 6144, 4096, 64): ('mm', 0, 0, 0),  # 25.9 us, bf16 F.linear 21.2 us
     ('int8_sq', 6144, 4096, 256): ('mm', 0, 0, 0),  # 48.0 us, bf16 F.linear 24.0 us
-    ('int4', 4096, 4096, 8): ('dot', 16, 32, 128, 4, 3, 2),  # 21.1 us, bf16 F.linear 16.7 us
-    ('int4', 4096, 4096, 256): ('dq', 0, 0, 0),  # 32.2 us (tl.dot 44.9), bf16 F.linear 19.8 us (session 6)
-    ('nvfp4', 4096, 4096, 256): ('dq', 0, 0, 0),  # 34.1 us (tl.dot 47.0), bf16 F.linear 19.7 us (session 6)
     ('fp8', 4096, 4096, 1): ('ew', 1, 8, 1024, 4, 1),  # 10.6 us ("mm" 11.0), bf16 F.linear 16.5 us (session 4)
     ('fp8', 4096, 4096, 2): ('mm', 0, 0, 0),  # 11.3 us, bf16 F.linear 16.8 us
     ('fp8', 4096, 4096, 4): ('mm', 0, 0, 0),  # 11.2 us, bf16 F.linear 16.7 us
@@ -63,10 +60,6 @@ MEASURED: dict[tuple[str, int, int, int], tuple] = {
     ('int8_sq', 4096, 4096, 16): ('dot', 16, 32, 256, 4, 3),  # 16.4 us, bf16 F.linear 17.0 us
     ('int8_sq', 4096, 4096, 64): ('mm', 0, 0, 0),  # 23.8 us, bf16 F.linear 15.2 us
     ('int8_sq', 4096, 4096, 256): ('mm', 0, 0, 0),  # 35.8 us, bf16 F.linear 19.5 us
-    ('int4', 24576, 4096, 8): ('dot', 16, 64, 128, 4, 3),  # 43.0 us, bf16 F.linear 73.7 us
-    ('int4', 24576, 4096, 256): ('dq', 0, 0, 0),  # 182.8 us (tl.dot 188.4), bf16 F.linear 84.1 us (session 6)
-    ('nvfp4', 24576, 4096, 8): ('dot', 16, 64, 128, 4, 3),  # 53.1 us, bf16 F.linear 73.7 us
-    ('nvfp4', 24576, 4096, 256): ('dq', 0, 0, 0),  # 184.9 us (tl.dot 219.7), bf16 F.linear 84.2 us (session 6)
     ('fp8', 24576, 4096, 1): ('mm', 0, 0, 0),  # 41.3 us, bf16 F.linear 72.9 us
     ('fp8', 24576, 4096, 2): ('mm', 0, 0, 0),  # 41.3 us, bf16 F.linear 73.1 us
     ('fp8', 24576, 4096, 4): ('mm', 0, 0, 0),  # 41.4 us, bf16 F.linear 73.4 us
@@ -88,9 +81,6 @@ MEASURED: dict[tuple[str, int, int, int], tuple] = {
     ('int8_sq', 24576, 4096, 16): ('dot', 16, 64, 128, 4, 3),  # 44.3 us, bf16 F.linear 74.3 us
     ('int8_sq', 24576, 4096, 64): ('mm', 0, 0, 0),  # 66.8 us, bf16 F.linear 75.8 us
     ('int8_sq', 24576, 4096, 256): ('mm', 0, 0, 0),  # 130.2 us, bf16 F.linear 84.3 us
-    ('int4', 4096, 12288, 8): ('dot', 16, 32, 128, 4, 3, 2),  # 46.4 us, bf16 F.linear 40.2 us
-    ('int4', 4096, 12288, 256): ('dq', 0, 0, 0),  # 101.2 us (tl.dot 122.8), bf16 F.linear 52.5 us (session 6)
-    ('nvfp4', 4096, 12288, 256): ('dq', 0, 0, 0),  # 103.7 us (tl.dot 137.2), bf16 F.linear 51.8 us (session 6)
     ('fp8', 4096, 12288, 1): ('ew', 1, 4, 2048, 4, 1),  # 26.0 us ("mm" 28.0), bf16 F.linear 39.6 us (session 4)
     ('fp8', 4096, 12288, 2): ('mm', 0, 0, 0),  # 28.2 us, bf16 F.linear 39.7 us
     ('fp8', 4096, 12288, 4): ('mm', 0, 0, 0),  # 28.2 us, bf16 F.linear 39.8 us
@@ -112,22 +102,6 @@ MEASURED: dict[tuple[str, int, int, int], tuple] = {
     ('int8_sq', 4096, 12288, 16): ('dot', 16, 32, 256, 4, 3),  # 41.9 us, bf16 F.linear 40.7 us
     ('int8_sq', 4096, 12288, 64): ('mm', 0, 0, 0),  # 44.5 us, bf16 F.linear 42.5 us
     ('int8_sq', 4096, 12288, 256): ('mm', 0, 0, 0),  # 75.1 us, bf16 F.linear 49.3 us
-    ('int4', 24576, 4096, 16): ('dot', 16, 64, 128, 4, 3, 2),  # 36.4 us, bf16 F.linear 73.4 us
-    ('int4', 24576, 4096, 64): ('dot', 64, 64, 128, 4, 3, 1),  # 63.4 us, bf16 F.linear 75.8 us
-    ('int4', 4096, 12288, 16): ('dot', 16, 64, 128, 4, 3, 4),  # 27.0 us, bf16 F.linear 40.9 us
-    ('int4', 4096, 12288, 64): ('dot', 64, 64, 64, 4, 4, 4),  # 46.2 us, bf16 F.linear 42.4 us
-    ('int4', 4096, 4096, 16): ('dot', 16, 64, 128, 4, 3, 4),  # 13.4 us, bf16 F.linear 17.1 us
-    ('int4', 4096, 4096, 64): ('dot', 32, 64, 128, 4, 3, 4),  # 20.6 us, bf16 F.linear 15.3 us
-    ('int4', 6144, 4096, 16): ('dot', 16, 64, 128, 4, 3, 4),  # 18.1 us, bf16 F.linear 21.6 us
-    ('int4', 6144, 4096, 64): ('dot', 64, 64, 64, 4, 4, 4),  # 30.0 us, bf16 F.linear 21.3 us
-    ('nvfp4', 24576, 4096, 16): ('dot', 16, 64, 128, 4, 3, 1),  # 51.6 us, bf16 F.linear 73.4 us
-    ('nvfp4', 24576, 4096, 64): ('dot', 64, 64, 128, 4, 3, 1),  # 69.7 us, bf16 F.linear 75.8 us
-    ('nvfp4', 4096, 12288, 16): ('dot', 16, 64, 128, 4, 3, 4),  # 45.0 us, bf16 F.linear 40.9 us
-    ('nvfp4', 4096, 12288, 64): ('dot', 64, 64, 128, 4, 3, 4),  # 55.9 us, bf16 F.linear 42.4 us
-    ('nvfp4', 4096, 4096, 16): ('dot', 16, 64, 128, 4, 3, 4),  # 17.7 us, bf16 F.linear 17.1 us
-    ('nvfp4', 4096, 4096, 64): ('dot', 64, 64, 128, 4, 3, 4),  # 21.8 us, bf16 F.linear 15.3 us
-    ('nvfp4', 6144, 4096, 16): ('dot', 16, 64, 128, 4, 3, 4),  # 20.9 us, bf16 F.linear 21.6 us
-    ('nvfp4', 6144, 4096, 64): ('dot', 64, 64, 64, 4, 4, 4),  # 28.0 us, bf16 F.linear 21.3 us
     ('nvfp4', 6144, 4096, 1): ('h2', 1, 64, 256, 4, 2, 4),  # 10.3 us (session-5 row 10.7), bf16 F.linear 21.2 us (session 6)
     ('nvfp4', 4096, 4096, 1): ('h2', 1, 64, 512, 8, 1, 4),  # 8.6 us (K-major GEMV 14.4), bf16 F.linear 16.3 us (session 5)
     ('nvfp4', 24576, 4096, 1): ('h2', 1, 128, 256, 4, 1, 2),  # 28.7 us (K-major GEMV 57.6), bf16 F.linear 74.9 us (session 5)
@@ -140,14 +114,51 @@ MEASURED: dict[tuple[str, int, int, int], tuple] = {
     ('int4', 4096, 4096, 1): ('h2', 1, 16, 256, 4, 1, 8),  # 10.3 us (session-6 row 10.6, tinygemm 7.1), bf16 F.linear 16.7 us (session 7)
     ('int4', 24576, 4096, 1): ('h2', 1, 32, 128, 4, 1, 2),  # 32.3 us (session-5 row 45.1, tinygemm 30.5), bf16 F.linear 72.6 us (session 6)
     ('int4', 4096, 12288, 1): ('h2', 1, 16, 256, 4, 1, 8),  # 18.4 us (session-6 row 20.3, tinygemm 16.6), bf16 F.linear 39.6 us (session 7)
-    ('int4', 6144, 4096, 4): ('dot', 16, 64, 128, 4, 3, 4),  # 18.1 us (h2 24.1, tinygemm 14.1), bf16 F.linear 21.3 us (session 5)
-    ('int4', 4096, 4096, 4): ('dot', 16, 64, 128, 4, 3, 4),  # 13.3 us (h2 17.0, tinygemm 9.5), bf16 F.linear 16.5 us (session 5)
-    ('int4', 24576, 4096, 4): ('dot', 16, 64, 128, 4, 3, 4),  # 41.5 us (h2 69.0, tinygemm 41.4), bf16 F.linear 73.3 us (session 5)
-    ('int4', 4096, 12288, 4): ('dot', 16, 64, 128, 4, 3, 4),  # 27.0 us (h2 32.9, tinygemm 22.5), bf16 F.linear 40.5 us (session 5)
-    ('nvfp4', 6144, 4096, 8): ('h2', 8, 32, 128, 2, 1, 4),  # 19.7 us (tl.dot 28.4), bf16 F.linear 21.0 us (session 5)
-    ('nvfp4', 4096, 4096, 8): ('h2', 8, 64, 256, 4, 1, 4),  # 14.6 us (tl.dot 21.6), bf16 F.linear 16.2 us (session 5)
-    ('nvfp4', 4096, 12288, 8): ('h2', 8, 64, 256, 4, 1, 4),  # 33.2 us (tl.dot 55.7), bf16 F.linear 39.8 us (session 5)
     ('int4', 6144, 4096, 2): ('h2', 2, 32, 256, 4, 1, 4),  # 14.3 us (tl.dot 17.7, tinygemm 10.7), bf16 F.linear 21.3 us (session 7)
     ('int4', 4096, 4096, 2): ('h2', 2, 32, 256, 8, 2, 4),  # 11.9 us (tl.dot 13.4, tinygemm 7.5), bf16 F.linear 16.6 us (session 7)
     ('int4', 4096, 12288, 2): ('h2', 2, 32, 256, 8, 2, 4),  # 22.2 us (tl.dot 26.8, tinygemm 17.5), bf16 F.linear 39.9 us (session 7)
+    ('int4', 6144, 4096, 4): ('dot', 16, 64, 128, 4, 3, 4),  # 17.3 us (tinygemm 14.2), bf16 F.linear 21.4 us (session 8)
+    ('int4', 6144, 4096, 8): ('dot', 16, 64, 128, 4, 3, 4),  # 17.4 us, bf16 F.linear 21.3 us (session 8)
+    ('int4', 6144, 4096, 16): ('dot', 16, 64, 128, 4, 3, 4),  # 16.9 us, bf16 F.linear 21.6 us (session 8)
+    ('int4', 6144, 4096, 64): ('dot', 64, 64, 128, 4, 3, 4),  # 22.8 us, bf16 F.linear 21.2 us (session 8)
+    ('int4', 6144, 4096, 128): ('dot', 64, 64, 128, 4, 3, 4),  # 32.3 us (dq 45.4), bf16 F.linear 21.7 us (session 8)
+    ('int4', 6144, 4096, 256): ('dot', 64, 64, 128, 4, 3, 2),  # 49.2 us (dq 49.9), bf16 F.linear 24.0 us (session 8)
+    ('int4', 4096, 4096, 4): ('dot', 16, 64, 128, 4, 3, 4),  # 12.7 us (tinygemm 9.2), bf16 F.linear 16.9 us (session 8)
+    ('int4', 4096, 4096, 8): ('dot', 16, 64, 128, 4, 3, 4),  # 12.7 us, bf16 F.linear 16.9 us (session 8)
+    ('int4', 4096, 4096, 16): ('dot', 16, 64, 128, 4, 3, 4),  # 12.8 us, bf16 F.linear 17.4 us (session 8)
+    ('int4', 4096, 4096, 64): ('dot', 64, 64, 128, 4, 3, 4),  # 17.0 us, bf16 F.linear 15.5 us (session 8)
+    ('int4', 4096, 4096, 128): ('dot', 64, 64, 128, 4, 3, 4),  # 22.6 us (dq 29.4), bf16 F.linear 16.0 us (session 8)
+    ('int4', 4096, 4096, 256): ('dot', 64, 64, 128, 4, 3, 1),  # 32.4 us (dq 33.4), bf16 F.linear 20.0 us (session 8)
+    ('int4', 24576, 4096, 4): ('dot', 16, 64, 128, 4, 3, 4),  # 38.9 us (tinygemm 42.9), bf16 F.linear 74.0 us (session 8)
+    ('int4', 24576, 4096, 8): ('dot', 16, 64, 128, 4, 3, 2),  # 36.2 us, bf16 F.linear 73.0 us (session 8)
+    ('int4', 24576, 4096, 16): ('dot', 16, 64, 128, 4, 3, 2),  # 36.3 us, bf16 F.linear 73.8 us (session 8)
+    ('int4', 24576, 4096, 64): ('dot', 64, 64, 128, 4, 3, 8),  # 51.8 us, bf16 F.linear 75.5 us (session 8)
+    ('int4', 24576, 4096, 128): ('dot', 64, 64, 128, 4, 3, 1),  # 77.2 us (dq 178.8), bf16 F.linear 77.7 us (session 8)
+    ('int4', 24576, 4096, 256): ('dot', 64, 64, 128, 4, 3, 1),  # 145.8 us (dq 184.5), bf16 F.linear 83.3 us (session 8)
+    ('int4', 4096, 12288, 4): ('dot', 16, 64, 128, 4, 3, 4),  # 25.0 us (tinygemm 22.7), bf16 F.linear 40.3 us (session 8)
+    ('int4', 4096, 12288, 8): ('dot', 16, 64, 128, 4, 3, 4),  # 24.7 us, bf16 F.linear 40.7 us (session 8)
+    ('int4', 4096, 12288, 16): ('dot', 16, 64, 128, 4, 3, 4),  # 24.8 us, bf16 F.linear 41.2 us (session 8)
+    ('int4', 4096, 12288, 64): ('dot', 64, 64, 128, 4, 3, 8),  # 30.6 us, bf16 F.linear 42.7 us (session 8)
+    ('int4', 4096, 12288, 128): ('dot', 64, 64, 128, 4, 3, 4),  # 47.5 us (dq 92.3), bf16 F.linear 40.8 us (session 8)
+    ('int4', 4096, 12288, 256): ('dot', 64, 64, 128, 4, 3, 2),  # 84.6 us (dq 102.8), bf16 F.linear 53.8 us (session 8)
+    ('nvfp4', 6144, 4096, 8): ('dot', 16, 64, 128, 4, 3, 4),  # 16.8 us (h2 19.4), bf16 F.linear 21.4 us (session 8)
+    ('nvfp4', 6144, 4096, 16): ('dot', 16, 64, 128, 4, 3, 4),  # 16.7 us, bf16 F.linear 21.7 us (session 8)
+    ('nvfp4', 6144, 4096, 64): ('dot', 64, 64, 128, 4, 3, 4),  # 22.4 us, bf16 F.linear 21.2 us (session 8)
+    ('nvfp4', 6144, 4096, 128): ('dot', 128, 64, 128, 4, 3, 2),  # 36.1 us (dq 46.7), bf16 F.linear 21.9 us (session 8)
+    ('nvfp4', 6144, 4096, 256): ('dq', 0, 0, 0),  # 51.6 us (tl.dot 63.1), bf16 F.linear 24.3 us (session 8)
+    ('nvfp4', 4096, 4096, 8): ('dot', 16, 64, 256, 4, 3, 4),  # 12.9 us (h2 14.3), bf16 F.linear 16.5 us (session 8)
+    ('nvfp4', 4096, 4096, 16): ('dot', 16, 64, 256, 4, 3, 4),  # 12.9 us, bf16 F.linear 16.9 us (session 8)
+    ('nvfp4', 4096, 4096, 64): ('dot', 64, 64, 128, 4, 3, 4),  # 18.1 us, bf16 F.linear 15.3 us (session 8)
+    ('nvfp4', 4096, 4096, 128): ('dot', 128, 64, 128, 4, 3, 2),  # 25.4 us (dq 29.9), bf16 F.linear 15.6 us (session 8)
+    ('nvfp4', 4096, 4096, 256): ('dq', 0, 0, 0),  # 35.0 us (tl.dot 35.3), bf16 F.linear 18.6 us (session 8)
+    ('nvfp4', 24576, 4096, 8): ('dot', 16, 64, 128, 4, 3, 1),  # 48.0 us (h2 67.5), bf16 F.linear 73.8 us (session 8)
+    ('nvfp4', 24576, 4096, 16): ('dot', 16, 64, 128, 4, 3, 1),  # 48.1 us, bf16 F.linear 75.1 us (session 8)
+    ('nvfp4', 24576, 4096, 64): ('dot', 64, 64, 128, 4, 3, 1),  # 65.7 us, bf16 F.linear 76.2 us (session 8)
+    ('nvfp4', 24576, 4096, 128): ('dot', 128, 64, 128, 4, 3, 2),  # 114.1 us (dq 180.6), bf16 F.linear 78.6 us (session 8)
+    ('nvfp4', 24576, 4096, 256): ('dot', 128, 64, 128, 4, 3, 2),  # 167.2 us (dq 186.2), bf16 F.linear 83.7 us (session 8)
+    ('nvfp4', 4096, 12288, 8): ('dot', 16, 64, 256, 4, 3, 4),  # 29.7 us (h2 33.2), bf16 F.linear 40.5 us (session 8)
+    ('nvfp4', 4096, 12288, 16): ('dot', 16, 64, 256, 4, 3, 4),  # 29.2 us, bf16 F.linear 40.8 us (session 8)
+    ('nvfp4', 4096, 12288, 64): ('dot', 64, 64, 128, 4, 3, 4),  # 41.6 us, bf16 F.linear 42.6 us (session 8)
+    ('nvfp4', 4096, 12288, 128): ('dot', 128, 64, 128, 4, 3, 2),  # 68.7 us (dq 100.6), bf16 F.linear 40.2 us (session 8)
+    ('nvfp4', 4096, 12288, 256): ('dot', 128, 64, 128, 4, 3, 2),  # 94.7 us (dq 104.4), bf16 F.linear 49.7 us (session 8)
 }

@@ -1,11 +1,12 @@
 """Helpers shared by the quantized GEMM kernels: activation tile loads, group scales, the accumulate step (Triton),
-and `rows`, the [M, K] view of x every launcher passes them."""
+`rows`, the [M, K] view of x every launcher passes them, and the TMA descriptors of x and packed weights."""
 
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 
 def rows(x: torch.Tensor) -> torch.Tensor:
@@ -14,10 +15,32 @@ def rows(x: torch.Tensor) -> torch.Tensor:
     return x2 if x2.stride(-1) == 1 else x2.contiguous()
 
 
+def tma_rows(x2: torch.Tensor, block: list[int]) -> tuple[torch.Tensor, TensorDescriptor]:
+    """(x2, a TMA descriptor loading `block` tiles of it; rows past M read as zeros) for x2 [M, K] with unit stride,
+    copied first where TMA cannot take it (base or row stride not a multiple of 16 bytes)."""
+    if x2.data_ptr() % 16 or (x2.shape[0] > 1 and x2.stride(0) * x2.element_size() % 16):
+        x2 = x2.contiguous()
+    row_stride = x2.stride(0) if x2.shape[0] > 1 else x2.shape[1]      # a [1, K] view's stride(0) is arbitrary
+    return x2, TensorDescriptor(x2, list(x2.shape), [row_stride, 1], block)
+
+
+def tma_weight(w: torch.Tensor, block: list[int]) -> TensorDescriptor:
+    """A TMA descriptor over a packed weight [rows, bytes] (dispatch.lookup keeps shapes TMA cannot take away)."""
+    if w.data_ptr() % 16 or w.stride(0) % 16 or w.stride(1) != 1:
+        raise ValueError(f"packed weight {tuple(w.shape)} (strides {w.stride()}) needs a 16-byte aligned base and "
+                         "row stride for TMA; dispatch.lookup sends such shapes to the dequantize fallback")
+    return TensorDescriptor(w, list(w.shape), [w.stride(0), 1], block)
+
+
 @triton.jit
 def load_x(x_ptrs, p_ptr, k0, BLOCK_K: tl.constexpr, HAS_PQS: tl.constexpr):
-    """x tile [BM, BK] in its own dtype, times pre_quant_scale[k0:k0+BK] rounded as the reference (x * s.to(x))."""
-    x = tl.load(x_ptrs)
+    """x tile [BM, BK] in its own dtype, times pre_quant_scale[k0:k0+BK] (`scale_x`)."""
+    return scale_x(tl.load(x_ptrs), p_ptr, k0, BLOCK_K, HAS_PQS)
+
+
+@triton.jit
+def scale_x(x, p_ptr, k0, BLOCK_K: tl.constexpr, HAS_PQS: tl.constexpr):
+    """x tile [BM, BK] times pre_quant_scale[k0:k0+BK], rounded as the reference (x * s.to(x))."""
     if HAS_PQS:
         s = tl.load(p_ptr + k0 + tl.arange(0, BLOCK_K)).to(x.dtype).to(tl.float32)
         x = (x.to(tl.float32) * s[None, :]).to(x.dtype)
@@ -76,14 +99,3 @@ def int4_f32(p):
 def int8_f32(w):
     """int8 `w` as fp32 the same way: 0x4B000000 | (byte ^ 0x80) is 2^23 + w + 128."""
     return ((w.to(tl.int32) & 0xFF) ^ 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
-
-
-@triton.jit
-def int4_offset16(p, IS_BF16: tl.constexpr):
-    """The low nibble of `p` as the 16-bit float OFFSET + (nibble ^ 8) = OFFSET + 8 + int4, built from bits (no
-    conversion at all): bf16 0x4300 | u = 128 + u, fp16 0x6400 | u = 1024 + u. The caller subtracts
-    (OFFSET + 8) * sum(x) from the dot product."""
-    if IS_BF16:
-        return (((p & 15) ^ 8) | 0x4300).to(tl.int16).to(tl.bfloat16, bitcast=True)
-    else:
-        return (((p & 15) ^ 8) | 0x6400).to(tl.int16).to(tl.float16, bitcast=True)

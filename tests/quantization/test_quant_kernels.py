@@ -135,7 +135,8 @@ def test_dispatch_rules():
     assert [dispatch.m_bucket(m) for m in (1, 2, 3, 16, 17, 256, 257, 8192)] == [1, 2, 4, 16, 32, 256, 512, 512]
     assert dispatch.lookup("int4", 4096, 4096, 1).kind == "h2"         # (bf16 INT4 goes to tinygemm first)
     assert dispatch.lookup("nvfp4", 4096, 4096, 2).kind == "h2"        # no M = 2 row: the default
-    assert dispatch.lookup("nvfp4", 6144, 4096, 7).kind == "h2"        # measured faster than tl.dot at M = 8
+    assert dispatch.lookup("nvfp4", 6144, 4096, 7).kind == "dot"       # TMA tl.dot beat h2 at M = 8 (session 8)
+    assert dispatch.lookup("nvfp4", 6144, 4096, 4).kind == "h2"
     assert dispatch.lookup("int4", 4096, 4096, 3).kind == "dot"        # h2 lost to tl.dot at M = 4
     assert dispatch.lookup("int4", 4096, 4096, 2).kind == "h2"         # ... and beat it at M = 2
     assert dispatch.lookup("int4", 1000, 2048, 1).block_k == 256       # whole groups a step (unmeasured shape)
@@ -143,6 +144,8 @@ def test_dispatch_rules():
     assert dispatch.lookup("int4", 4096, 4096, 64).kind == "dot"
     assert dispatch.lookup("nvfp4", 4096, 12288, 8192).kind == "dq"   # prefill: dense weight + cuBLAS
     assert dispatch.lookup("int4", 1000, 256, 300).kind == "dq"        # (a shape the table never measured)
+    assert dispatch.lookup("int4", 1000, 256, 200).kind == "dot"       # tl.dot beat the dense weight at 256
+    assert dispatch.lookup("nvfp4", 4096, 4096 + 16, 16) is None       # K % 32: no 16-byte TMA box of weight
     assert dispatch.lookup("int8_wo", 4096, 4096, 256).kind == "dot"    # W8A16: tl.dot still won at 256
     assert dispatch.lookup("int8_wo", 4096, 4096, 8192).kind == "dq"
     assert dispatch.lookup("int8_sq", 4096, 4096, 8192).kind == "mm"    # W8A8 keeps its INT8 tensor cores
@@ -153,6 +156,23 @@ def test_dispatch_rules():
     assert dispatch.lookup("int8_sq", 4096, 4100, 64) is None          # _int_mm needs K % 8 (here % 16)
     assert dispatch.lookup("int4", 4096, 200, 8) is None                 # K not a multiple of 16
     assert dispatch.lookup("int4", 4096, 4096 + 64, 8).block_k == 64  # block_k shrinks to divide K
+
+
+@needs_triton
+def test_tma_rows_copies_only_what_tma_cannot_take():
+    from ember.quantization.kernels.tiles import tma_rows, tma_weight
+
+    x = torch.randn(4, 72)
+    assert tma_rows(x, [4, 64])[0] is x                                   # aligned rows: no copy
+    x2, _ = tma_rows(x[:, 4:68], [4, 64])                                 # base 16 bytes in, stride 288: kept
+    assert x2.data_ptr() == x[:, 4:].data_ptr()
+    y = x[:, 1:65]                                                        # base 4 bytes in: copied
+    y2, desc = tma_rows(y, [4, 64])
+    assert y2.is_contiguous() and torch.equal(y2, y) and desc.strides == [64, 1]
+    one = x[1:2, 8:72]                                                    # one row: its stride(0) is not used
+    assert tma_rows(one, [1, 64])[1].strides == [64, 1]
+    with pytest.raises(ValueError, match="16-byte aligned"):
+        tma_weight(torch.zeros(8, 40, dtype=torch.uint8), [8, 32])        # row stride 40 bytes
 
 
 def test_cpu_forward_is_the_fallback():

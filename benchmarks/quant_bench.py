@@ -69,13 +69,13 @@ def candidates(kind: str, m: int) -> list[Config]:
         ew = {1: [(4, 512, 4), (2, 1024, 4), (4, 1024, 8)], 2: [(4, 512, 4), (4, 1024, 8)]}.get(m, [(4, 256, 4),
                                                                                                  (2, 512, 4)])
         return [Config("ew", bm, n, k, w, 1) for n, k, w in ew] + [Config("dot", 16, 32, 128, 4, 3)]
+    gemv = []
     if m <= 16:
         dots = [(16, 32, 128, 4, 3), (16, 32, 256, 4, 3), (16, 64, 128, 4, 3)]
         split = ([(16, 32, 128, 4, 3, s) for s in (2, 4, 8)] + [(16, 64, 128, 4, 3, s) for s in (2, 4)]
                  + [(16, 64, 256, 4, 3, 4)])
         if kind == "nvfp4" and m <= 8:       # the half2 GEMV's M = 8 rows (kernels/table.py) against tl.dot
-            h2 = [Config("h2", 8, 32, 128, 2, 1, 4), Config("h2", 8, 64, 256, 4, 1, 4)]
-            return [Config("dot", *d) for d in dots + split] + h2
+            gemv = [Config("h2", 8, 32, 128, 2, 1, 4), Config("h2", 8, 64, 256, 4, 1, 4)]
     elif m <= 64:
         dots = [(64, 64, 128, 4, 3), (64, 32, 128, 4, 3), (32, 32, 128, 4, 3), (64, 64, 128, 8, 3),
                 (64, 128, 128, 8, 3), (64, 64, 64, 4, 4), (32, 64, 128, 4, 3)]
@@ -86,7 +86,7 @@ def candidates(kind: str, m: int) -> list[Config]:
         dots = [(64, 64, 128, 4, 3), (128, 128, 64, 8, 3), (128, 64, 128, 8, 3)]
         split = [(64, 64, 128, 4, 3, 2), (128, 64, 128, 8, 3, 2), (64, 64, 128, 4, 3, 4), (128, 64, 128, 4, 3, 2)]
     dq = [Config("dq", 0, 0, 0)] if kind in dispatch.DENSE_ABOVE_M and m > 64 else []   # dense weight + cuBLAS
-    return [Config("dot", *d) for d in dots + (split if four else [])] + mm + dq
+    return [Config("dot", *d) for d in dots + (split if four else [])] + gemv + mm + dq
 
 
 def eager_time_us(fn, calls: int) -> float:

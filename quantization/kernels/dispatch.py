@@ -91,12 +91,12 @@ def lookup(kind: str, n: int, k: int, m: int) -> Config | None:
     if cfg.kind == "dq":
         return cfg if kind in DENSE_ABOVE_M and k % 16 == 0 else None
     bk = cfg.block_k
-    while bk > 16 and k % bk:
+    # why 32 for NVFP4 through w4a16.py: its TMA box of weight bytes (bk / 2) must be >= 16 bytes
+    min_bk = 32 if kind == "nvfp4" and cfg.kind in ("dot", "ew2") else 16
+    while bk > min_bk and k % bk:
         bk //= 2
     if k % bk or (cfg.kind in ("ew", "ew2", "h2") and m > cfg.block_m):
         return None
-    if kind == "nvfp4" and cfg.kind in ("dot", "ew2") and bk < 32:
-        return None                           # its TMA box of weight bytes (bk / 2) must be >= 16 bytes
     return cfg._replace(block_k=bk)
 
 

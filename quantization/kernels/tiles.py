@@ -15,18 +15,24 @@ def rows(x: torch.Tensor) -> torch.Tensor:
     return x2 if x2.stride(-1) == 1 else x2.contiguous()
 
 
-def tma_rows(x2: torch.Tensor, block: list[int]) -> tuple[torch.Tensor, TensorDescriptor]:
-    """(x2, a TMA descriptor loading `block` tiles of it; rows past M read as zeros) for x2 [M, K] with unit stride,
-    copied first where TMA cannot take it (base or row stride not a multiple of 16 bytes)."""
-    if x2.data_ptr() % 16 or (x2.shape[0] > 1 and x2.stride(0) * x2.element_size() % 16):
+def _tma_aligned(t: torch.Tensor) -> bool:
+    """TMA takes a 2-D tensor whose base and row stride are multiples of 16 bytes (a single row's stride is unused)."""
+    return t.data_ptr() % 16 == 0 and (t.shape[0] <= 1 or t.stride(0) * t.element_size() % 16 == 0)
+
+
+def tma_rows(x: torch.Tensor, block: list[int]) -> TensorDescriptor:
+    """A TMA descriptor loading `block` tiles of x [..., K] as `rows(x)` [M, K] (rows past M read as zeros), copied
+    first where TMA cannot take the view; the descriptor's `base` keeps the tensor it reads."""
+    x2 = rows(x)
+    if not _tma_aligned(x2):
         x2 = x2.contiguous()
     row_stride = x2.stride(0) if x2.shape[0] > 1 else x2.shape[1]      # a [1, K] view's stride(0) is arbitrary
-    return x2, TensorDescriptor(x2, list(x2.shape), [row_stride, 1], block)
+    return TensorDescriptor(x2, list(x2.shape), [row_stride, 1], block)
 
 
 def tma_weight(w: torch.Tensor, block: list[int]) -> TensorDescriptor:
     """A TMA descriptor over a packed weight [rows, bytes] (dispatch.lookup keeps shapes TMA cannot take away)."""
-    if w.data_ptr() % 16 or w.stride(0) % 16 or w.stride(1) != 1:
+    if not _tma_aligned(w) or w.stride(1) != 1:
         raise ValueError(f"packed weight {tuple(w.shape)} (strides {w.stride()}) needs a 16-byte aligned base and "
                          "row stride for TMA; dispatch.lookup sends such shapes to the dequantize fallback")
     return TensorDescriptor(w, list(w.shape), [w.stride(0), 1], block)

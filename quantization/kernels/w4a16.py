@@ -23,8 +23,8 @@ import triton.language as tl
 
 from ember.quantization.kernels import splitk
 from ember.quantization.kernels.splitk import store_tile
-from ember.quantization.kernels.tiles import (accumulate, e2m1, finish, group_scaled, int4_f32, rows,
-                                              scale_x, tma_rows, tma_weight)
+from ember.quantization.kernels.tiles import (accumulate, e2m1, finish, group_scaled, int4_f32, scale_x,
+                                              tma_rows, tma_weight)
 
 
 @triton.jit
@@ -131,9 +131,9 @@ def int4_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, pqs:
     n, k = 2 * weight.shape[0], x.shape[-1]
     group = k // scale.shape[1]
     block_k = min(cfg.block_k, group)
-    x2, x_desc = tma_rows(rows(x), [cfg.block_m, block_k])
+    x_desc = tma_rows(x, [cfg.block_m, block_k])
     w_desc = tma_weight(weight, [cfg.block_n, block_k])
-    m = x2.shape[0]
+    m = x_desc.shape[0]
     grid = split_grid(m, triton.cdiv(n // 2, cfg.block_n), 2, k, block_k, cfg)
     ws, cnt = splitk.workspace(x.device)
     y = torch.empty(m, n, dtype=x.dtype, device=x.device)
@@ -149,9 +149,9 @@ def nvfp4_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, sca
     cfg.block_k >= 32 (a 16-byte TMA box of weight bytes)."""
     n, k = weight.shape[0], x.shape[-1]
     group = k // scale.shape[1]
-    x2, x_desc = tma_rows(rows(x), [cfg.block_m, cfg.block_k])
+    x_desc = tma_rows(x, [cfg.block_m, cfg.block_k])
     w_desc = tma_weight(weight, [cfg.block_n, cfg.block_k // 2])
-    m = x2.shape[0]
+    m = x_desc.shape[0]
     grid = split_grid(m, triton.cdiv(n, cfg.block_n), 1, k, cfg.block_k, cfg)
     ws, cnt = splitk.workspace(x.device)
     y = torch.empty(m, n, dtype=x.dtype, device=x.device)

@@ -163,14 +163,15 @@ def test_tma_rows_copies_only_what_tma_cannot_take():
     from ember.quantization.kernels.tiles import tma_rows, tma_weight
 
     x = torch.randn(4, 72)
-    assert tma_rows(x, [4, 64])[0] is x                                   # aligned rows: no copy
-    x2, _ = tma_rows(x[:, 4:68], [4, 64])                                 # base 16 bytes in, stride 288: kept
-    assert x2.data_ptr() == x[:, 4:].data_ptr()
+    assert tma_rows(x, [4, 64]).base.data_ptr() == x.data_ptr()           # aligned rows: no copy
+    kept = tma_rows(x[:, 4:68], [4, 64]).base                             # base 16 bytes in, stride 288: kept
+    assert kept.data_ptr() == x[:, 4:].data_ptr()
     y = x[:, 1:65]                                                        # base 4 bytes in: copied
-    y2, desc = tma_rows(y, [4, 64])
-    assert y2.is_contiguous() and torch.equal(y2, y) and desc.strides == [64, 1]
+    desc = tma_rows(y, [4, 64])
+    assert desc.base.is_contiguous() and torch.equal(desc.base, y) and desc.strides == [64, 1]
     one = x[1:2, 8:72]                                                    # one row: its stride(0) is not used
-    assert tma_rows(one, [1, 64])[1].strides == [64, 1]
+    assert tma_rows(one, [1, 64]).strides == [64, 1]
+    assert tma_rows(x.view(2, 2, 72), [4, 64]).shape == [4, 72]           # [..., K] -> [M, K] rows
     with pytest.raises(ValueError, match="16-byte aligned"):
         tma_weight(torch.zeros(8, 40, dtype=torch.uint8), [8, 32])        # row stride 40 bytes
 

@@ -46,14 +46,14 @@ def candidates(kind: str, m: int) -> list[Config]:
     4-bit only; FP8 (and W4A8, on its FP8 weight) tries its GEMV at M <= 4 (cuBLAS FP8 won above in earlier runs);
     FP8RowWise has no cuBLAS path."""
     four = kind in ("int4", "nvfp4")
-    mm = [Config("mm", 0, 0, 0)] if kind in ("fp8", "w4a8") or (kind == "int8_sq" and m > 16) else []
+    mm = [Config("mm", 0, 0, 0)] if kind in ("fp8", "fp8_rowwise", "w4a8") or (kind == "int8_sq" and m > 16) else []
     bm = 1 << (m - 1).bit_length()
     if kind in ("fp8", "w4a8"):
         ew = {1: [(2, 1024, 4, 1), (4, 1024, 4, 1), (4, 2048, 4, 1), (8, 1024, 4, 1), (8, 2048, 8, 1),
                   (2, 2048, 4, 1), (4, 512, 4, 1), (16, 1024, 8, 1), (4, 1024, 4, 2), (8, 512, 4, 1)],
               2: [(2, 1024, 4, 1), (4, 1024, 8, 1), (4, 512, 4, 1), (8, 512, 8, 1), (2, 2048, 8, 1)],
               4: [(2, 1024, 8, 1), (4, 512, 8, 1), (2, 512, 4, 1), (4, 256, 4, 1)]}.get(bm, [])
-        return mm + [Config("ew", bm, n, k, w, st) for n, k, w, st in ew]
+        return mm + [Config("ew", bm, n, k, w, st) for n, k, w, st in ew] + (fp8_h2(bm) if m <= 8 else [])
     if m <= 4 and four:      # h2 (block_n, block_k, warps, stages, split); stages 2: double-buffered loads
         h2 = {"nvfp4": [(64, 512, 4, 1, 4), (64, 256, 4, 1, 4), (128, 256, 4, 1, 2), (64, 512, 4, 1, 2),
                         (128, 512, 8, 1, 2), (32, 256, 2, 1, 4), (64, 512, 8, 1, 4), (64, 256, 4, 2, 4),
@@ -65,6 +65,8 @@ def candidates(kind: str, m: int) -> list[Config]:
         return ([Config("h2", bm, *c) for c in h2]
                 + [Config("ew2", bm, 4, 256, 4, 1), Config("dot", 16, 32, 128, 4, 3, 4),
                    Config("dot", 16, 64, 128, 4, 3, 4)])
+    if m <= 8 and kind == "fp8_rowwise":
+        return [Config("ew", bm, 4, 512, 4, 1), Config("dot", 16, 32, 128, 4, 3)] + fp8_h2(bm) + mm
     if m <= 4:
         ew = {1: [(4, 512, 4), (2, 1024, 4), (4, 1024, 8)], 2: [(4, 512, 4), (4, 1024, 8)]}.get(m, [(4, 256, 4),
                                                                                                  (2, 512, 4)])
@@ -87,6 +89,17 @@ def candidates(kind: str, m: int) -> list[Config]:
         split = [(64, 64, 128, 4, 3, 2), (128, 64, 128, 8, 3, 2), (64, 64, 128, 4, 3, 4), (128, 64, 128, 4, 3, 2)]
     dq = [Config("dq", 0, 0, 0)] if kind in dispatch.DENSE_ABOVE_M and m > 64 else []   # dense weight + cuBLAS
     return [Config("dot", *d) for d in dots + (split if four else [])] + gemv + mm + dq
+
+
+def fp8_h2(bm: int) -> list[Config]:
+    """The FP8-weight half2 GEMV's candidates (w8_gemv.py): (block_n, block_k, warps, stages, split)."""
+    h2 = [(64, 256, 4, 1, 4), (64, 256, 4, 1, 2), (32, 256, 4, 1, 4), (32, 256, 4, 1, 2), (64, 128, 4, 1, 4),
+          (32, 128, 4, 1, 4), (64, 256, 8, 1, 4), (16, 256, 4, 1, 4), (64, 256, 4, 2, 4), (32, 256, 4, 2, 4),
+          (128, 256, 8, 1, 2), (64, 512, 8, 1, 2), (32, 512, 4, 1, 2), (16, 512, 4, 1, 1), (32, 256, 4, 1, 1),
+          (64, 256, 4, 1, 8), (8, 512, 4, 1, 1), (16, 1024, 4, 1, 1), (32, 512, 4, 1, 1), (16, 512, 8, 1, 1),
+          (16, 512, 4, 1, 2), (8, 1024, 4, 1, 1), (16, 512, 4, 2, 1), (16, 256, 4, 1, 1), (16, 256, 4, 2, 4),
+          (32, 256, 4, 2, 1), (32, 256, 8, 1, 1), (16, 256, 2, 1, 4), (64, 256, 8, 1, 8)]
+    return [Config("h2", bm, *c) for c in h2]
 
 
 def eager_time_us(fn, calls: int) -> float:

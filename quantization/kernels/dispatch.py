@@ -6,9 +6,10 @@ Kernels by format (`quant_algo` -> kind):
   "ew2" (w4a16.py elementwise) for M <= 4, w4a16.py "dot" (optionally split-K) for any M, and "dq" (dequant.py: a
   dense weight for the call, then cuBLAS) past M = 128 (prefill sizes; INT4 and W8A16 past 256);
   FP8 -> fp8, FP8_PER_CHANNEL_PER_TOKEN -> fp8_rowwise, W8A16 -> int8_wo, W8A8_SQ_PER_CHANNEL -> int8_sq
-  (w8.py: the activation quantized in registers; "mm" configs: act_quant.py + cuBLAS, FP8 per-tensor at every M
-  and SmoothQuant INT8 at M > 16 where measured faster; FP8RowWise always runs w8.py); W4A8_AWQ -> w4a8 (the FP8
-  weight staged at load, w4a8_fp8.py, then whatever the table chose for FP8 at that shape: w8.py or "mm").
+  (w8.py: the activation quantized in registers; "h2": the FP8-weight packed-half2 GEMV, w8_gemv.py, at M <= 4-8;
+  "mm" configs: act_quant.py + cuBLAS, FP8 per-tensor and per-token past the GEMVs, SmoothQuant INT8 at M > 16
+  where measured faster); W4A8_AWQ -> w4a8 (the FP8 weight staged at load, w4a8_fp8.py, then whatever the table
+  chose for FP8 at that shape).
 A Config per (kind, N, K, M bucket) comes from `TABLE` (measured on an H100 by benchmarks/quant_bench.py) or, for
 shapes not measured, from `default_config`. CPU tensors, fp32 activations, formats not listed here and shapes the
 kernels cannot take (K not a multiple of 16) return None. EMBER_QUANT_KERNELS=0 turns all of it off (A/B runs).
@@ -37,9 +38,11 @@ _W8_ACT = {"fp8": "fp8", "fp8_rowwise": "fp8_token", "int8_wo": "none", "int8_sq
 
 
 class Config(NamedTuple):
-    kind: str          # "ew" (w8.py elementwise GEMV), "h2" / "ew2" (4-bit GEMVs), "dot" (tl.dot, weight as A
-    block_m: int       # operand), "mm" (quantize x + cuBLAS) or "dq" (weight-only: dequantize + cuBLAS, dequant.py);
-                       # split_k exists for the 4-bit kernels only; "h2" num_stages 2: loads double-buffered
+    # kind: "ew" (w8.py elementwise GEMV), "h2" (packed-half2 GEMVs: 4-bit or FP8 weights), "ew2" (4-bit
+    # elementwise GEMV), "dot" (tl.dot, weight as A operand), "mm" (quantize x + cuBLAS) or "dq" (weight-only:
+    # dequantize + cuBLAS, dequant.py); split_k: the 4-bit kernels and "h2"; "h2" num_stages 2: double-buffered loads
+    kind: str
+    block_m: int
     block_n: int       # int4: packed rows (two output rows each)
     block_k: int       # K elements a step
     num_warps: int = 4
@@ -58,8 +61,12 @@ def m_bucket(m: int) -> int:
 
 def default_config(kind: str, m: int) -> Config:
     """A reasonable config for shapes the table has not measured."""
-    if kind in ("fp8", "w4a8") or (kind == "int8_sq" and m > 16):
-        return Config("mm", 0, 0, 0)          # cuBLAS FP8 beat the FP8 GEMV at every M measured
+    fp8_weight = kind in ("fp8", "fp8_rowwise", "w4a8")
+    if fp8_weight and m <= 4:     # the FP8 half2 GEMV: best on 11 of 12 Qwen3-8B (shape, M) at M <= 4 (session 9)
+        return {1: Config("h2", 1, 8, 1024, 4, 1, 1), 2: Config("h2", 2, 16, 512, 4, 2, 1)}.get(
+            m, Config("h2", 4, 32, 256, 4, 1, 4))
+    if fp8_weight or (kind == "int8_sq" and m > 16):
+        return Config("mm", 0, 0, 0)          # cuBLAS FP8 beat the FP8 GEMVs above M = 4-8
     if m > DENSE_ABOVE_M.get(kind, m):
         return Config("dq", 0, 0, 0)          # prefill: dequantize once, then cuBLAS (dequant.py)
     if m <= 4 and kind == "nvfp4":
@@ -86,8 +93,11 @@ def lookup(kind: str, n: int, k: int, m: int) -> Config | None:
     # why: W4A8 runs on its staged FP8 weight, the same GEMMs as FP8 (plus a pre_quant_scale multiply)
     cfg = TABLE.get(("fp8" if kind == "w4a8" else kind, n, k, m_bucket(m))) or default_config(kind, m)
     if cfg.kind == "mm":
-        ok = k % 16 == 0 and n % 16 == 0 and (kind in ("fp8", "w4a8") or kind == "int8_sq" and m > 16)
-        return cfg if ok else None
+        if k % 16 == 0 and n % 16 == 0 and (kind in ("fp8", "fp8_rowwise", "w4a8") or kind == "int8_sq" and m > 16):
+            return cfg
+        if kind != "fp8_rowwise":
+            return None
+        cfg = Config("dot", 64, 64, 128, 4, 3)   # w8.py's tl.dot takes the shapes cuBLAS cannot (N % 16)
     if cfg.kind == "dq":
         return cfg if kind in DENSE_ABOVE_M and k % 16 == 0 else None
     bk = cfg.block_k
@@ -132,16 +142,27 @@ def run(kind: str, layer, x: torch.Tensor, cfg: Config) -> torch.Tensor:
         if kind == "int4":
             return w4a16.int4_linear(x, layer.weight, layer.weight_scale, pqs, bias, cfg)       # "ew2" / "dot"
         return w4a16.nvfp4_linear(x, layer.weight, layer.weight_scale, layer.weight_scale_2, pqs, bias, cfg)
-    if kind == "w4a8":   # its staged FP8 weight (w4a8_fp8.py) stands in for the checkpoint tensors
-        weight, weight_scale, input_scale = layer.fp8_weight
-    else:
-        weight, weight_scale = layer.weight, layer.weight_scale
-        input_scale = getattr(layer, "input_scale", None) if "input_scale" in layer.format.specs else None
+    weight, weight_scale, input_scale = _w8_tensors(kind, layer)
+    if cfg.kind == "h2":
+        from ember.quantization.kernels.w8_gemv import fp8_gemv
+        return fp8_gemv(x, weight, weight_scale, kind == "fp8_rowwise", _W8_ACT[kind], input_scale, pqs, bias, cfg)
     if cfg.kind == "mm":
         from ember.quantization.kernels import act_quant
         if kind == "int8_sq":
             return act_quant.int8_int_mm(x, weight, weight_scale, input_scale, pqs, bias)
+        if kind == "fp8_rowwise":
+            return act_quant.fp8_rowwise_scaled_mm(x, weight, weight_scale, bias)
         return act_quant.fp8_scaled_mm(x, weight, weight_scale, input_scale, bias, pqs)
     from ember.quantization.kernels.w8 import w8_linear
     per_row = kind not in ("fp8", "w4a8")
     return w8_linear(x, weight, weight_scale, per_row, _W8_ACT[kind], input_scale, pqs, bias, cfg)
+
+
+def _w8_tensors(kind: str, layer) -> tuple:
+    """(weight, weight_scale, input_scale or None) an 8-bit-weight kernel reads: W4A8's staged FP8 weight
+    (w4a8_fp8.py) stands in for its checkpoint tensors."""
+    if kind == "w4a8":
+        return layer.fp8_weight
+    input_scale = getattr(layer, "input_scale", None) if "input_scale" in layer.format.specs else None
+    return layer.weight, layer.weight_scale, input_scale
+

@@ -14,14 +14,16 @@ row (M = 1) or the table's tl.dot (M = 2) in one run; bf16 INT4 runs tinygemm at
 models and EMBER_INT4_TINYGEMM=0. The session-8 rows: the 4-bit tl.dot kernels with TMA tile loads (and INT4 with exact
 integer weights; w4a16.py), M = 4 (INT4) or 8 (NVFP4) to 256, each against bf16 and, in the same run, tinygemm (INT4
 M = 4), the half2 GEMV (NVFP4 M = 8, which tl.dot now beats) and the dense-weight path (M >= 128: INT4 tl.dot now
-beats it at 128 and 256, NVFP4 at 128 and on two of four shapes at 256).
+beats it at 128 and 256, NVFP4 at 128 and on two of four shapes at 256). The session-9 rows: FP8 and FP8RowWise at
+M = 1-8 (the FP8-weight half2 GEMV "h2", w8_gemv.py, against w8.py's GEMV and act-quant + cuBLAS "mm" in the same
+run) and FP8RowWise at M = 16-256 (its new rowwise-scaled cuBLAS path "mm", against w8.py's tl.dot).
 """
 
 MEASURED: dict[tuple[str, int, int, int], tuple] = {
-    ('fp8', 6144, 4096, 1): ('mm', 0, 0, 0),  # 14.1 us, bf16 F.linear 20.6 us
-    ('fp8', 6144, 4096, 2): ('mm', 0, 0, 0),  # 15.6 us, bf16 F.linear 21.2 us
-    ('fp8', 6144, 4096, 4): ('mm', 0, 0, 0),  # 14.0 us, bf16 F.linear 21.3 us
-    ('fp8', 6144, 4096, 8): ('mm', 0, 0, 0),  # 14.3 us, bf16 F.linear 20.9 us
+    ('fp8', 6144, 4096, 1): ('h2', 1, 8, 1024, 4, 1, 1),  # 11.0 us (ew 16.2, mm 14.3), bf16 F.linear 21.6 us (session 9)
+    ('fp8', 6144, 4096, 2): ('h2', 2, 16, 512, 4, 2, 1),  # 12.0 us (ew 22.2, mm 14.4), bf16 F.linear 21.9 us (session 9)
+    ('fp8', 6144, 4096, 4): ('h2', 4, 16, 512, 4, 2, 1),  # 13.7 us (ew 34.6, mm 14.7), bf16 F.linear 21.7 us (session 9)
+    ('fp8', 6144, 4096, 8): ('mm', 0, 0, 0),  # 14.6 us (h2 18.5), bf16 F.linear 21.9 us (session 9)
     ('fp8', 6144, 4096, 16): ('mm', 0, 0, 0),  # 14.4 us, bf16 F.linear 21.3 us
     ('fp8', 6144, 4096, 64): ('mm', 0, 0, 0),  # 15.2 us, bf16 F.linear 21.2 us
     ('fp8', 6144, 4096, 256): ('mm', 0, 0, 0),  # 16.3 us, bf16 F.linear 24.0 us
@@ -39,10 +41,10 @@ MEASURED: dict[tuple[str, int, int, int], tuple] = {
     ('int8_sq', 6144, 4096, 16): ('dot', 16, 64, 128, 4, 3),  # 21.4 us, bf16 F.linear 21.3 us
     ('int8_sq', 6144, 4096, 64): ('mm', 0, 0, 0),  # 25.9 us, bf16 F.linear 21.2 us
     ('int8_sq', 6144, 4096, 256): ('mm', 0, 0, 0),  # 48.0 us, bf16 F.linear 24.0 us
-    ('fp8', 4096, 4096, 1): ('ew', 1, 8, 1024, 4, 1),  # 10.6 us ("mm" 11.0), bf16 F.linear 16.5 us (session 4)
-    ('fp8', 4096, 4096, 2): ('mm', 0, 0, 0),  # 11.3 us, bf16 F.linear 16.8 us
-    ('fp8', 4096, 4096, 4): ('mm', 0, 0, 0),  # 11.2 us, bf16 F.linear 16.7 us
-    ('fp8', 4096, 4096, 8): ('mm', 0, 0, 0),  # 11.2 us, bf16 F.linear 16.7 us
+    ('fp8', 4096, 4096, 1): ('h2', 1, 8, 1024, 4, 1, 1),  # 8.4 us (ew 10.8, mm 11.1), bf16 F.linear 16.9 us (session 9)
+    ('fp8', 4096, 4096, 2): ('h2', 2, 16, 512, 4, 2, 1),  # 9.6 us (ew 18.6, mm 10.8), bf16 F.linear 16.8 us (session 9)
+    ('fp8', 4096, 4096, 4): ('mm', 0, 0, 0),  # 10.9 us (ew 27.7, h2 11.0), bf16 F.linear 16.7 us (session 9)
+    ('fp8', 4096, 4096, 8): ('mm', 0, 0, 0),  # 10.8 us (h2 13.5), bf16 F.linear 16.7 us (session 9)
     ('fp8', 4096, 4096, 16): ('mm', 0, 0, 0),  # 11.1 us, bf16 F.linear 17.0 us
     ('fp8', 4096, 4096, 64): ('mm', 0, 0, 0),  # 12.2 us, bf16 F.linear 15.2 us
     ('fp8', 4096, 4096, 256): ('mm', 0, 0, 0),  # 14.4 us, bf16 F.linear 19.5 us
@@ -60,10 +62,10 @@ MEASURED: dict[tuple[str, int, int, int], tuple] = {
     ('int8_sq', 4096, 4096, 16): ('dot', 16, 32, 256, 4, 3),  # 16.4 us, bf16 F.linear 17.0 us
     ('int8_sq', 4096, 4096, 64): ('mm', 0, 0, 0),  # 23.8 us, bf16 F.linear 15.2 us
     ('int8_sq', 4096, 4096, 256): ('mm', 0, 0, 0),  # 35.8 us, bf16 F.linear 19.5 us
-    ('fp8', 24576, 4096, 1): ('mm', 0, 0, 0),  # 41.3 us, bf16 F.linear 72.9 us
-    ('fp8', 24576, 4096, 2): ('mm', 0, 0, 0),  # 41.3 us, bf16 F.linear 73.1 us
-    ('fp8', 24576, 4096, 4): ('mm', 0, 0, 0),  # 41.4 us, bf16 F.linear 73.4 us
-    ('fp8', 24576, 4096, 8): ('mm', 0, 0, 0),  # 41.5 us, bf16 F.linear 73.7 us
+    ('fp8', 24576, 4096, 1): ('h2', 1, 8, 1024, 4, 1, 1),  # 35.2 us (ew 46.1, mm 41.1), bf16 F.linear 73.0 us (session 9)
+    ('fp8', 24576, 4096, 2): ('h2', 2, 32, 256, 4, 1, 1),  # 35.9 us (ew 79.6, mm 41.1), bf16 F.linear 73.1 us (session 9)
+    ('fp8', 24576, 4096, 4): ('h2', 4, 32, 512, 4, 1, 1),  # 39.6 us (ew 121.1, mm 41.5), bf16 F.linear 73.5 us (session 9)
+    ('fp8', 24576, 4096, 8): ('mm', 0, 0, 0),  # 41.3 us (h2 58.3), bf16 F.linear 73.8 us (session 9)
     ('fp8', 24576, 4096, 16): ('mm', 0, 0, 0),  # 41.5 us, bf16 F.linear 74.3 us
     ('fp8', 24576, 4096, 64): ('mm', 0, 0, 0),  # 43.4 us, bf16 F.linear 75.8 us
     ('fp8', 24576, 4096, 256): ('mm', 0, 0, 0),  # 52.4 us, bf16 F.linear 84.3 us
@@ -81,10 +83,10 @@ MEASURED: dict[tuple[str, int, int, int], tuple] = {
     ('int8_sq', 24576, 4096, 16): ('dot', 16, 64, 128, 4, 3),  # 44.3 us, bf16 F.linear 74.3 us
     ('int8_sq', 24576, 4096, 64): ('mm', 0, 0, 0),  # 66.8 us, bf16 F.linear 75.8 us
     ('int8_sq', 24576, 4096, 256): ('mm', 0, 0, 0),  # 130.2 us, bf16 F.linear 84.3 us
-    ('fp8', 4096, 12288, 1): ('ew', 1, 4, 2048, 4, 1),  # 26.0 us ("mm" 28.0), bf16 F.linear 39.6 us (session 4)
-    ('fp8', 4096, 12288, 2): ('mm', 0, 0, 0),  # 28.2 us, bf16 F.linear 39.7 us
-    ('fp8', 4096, 12288, 4): ('mm', 0, 0, 0),  # 28.2 us, bf16 F.linear 39.8 us
-    ('fp8', 4096, 12288, 8): ('mm', 0, 0, 0),  # 28.3 us, bf16 F.linear 40.2 us
+    ('fp8', 4096, 12288, 1): ('h2', 1, 8, 1024, 4, 1, 1),  # 20.5 us (ew 26.9, mm 28.1), bf16 F.linear 39.7 us (session 9)
+    ('fp8', 4096, 12288, 2): ('h2', 2, 64, 256, 4, 1, 8),  # 21.6 us (ew 51.9, mm 28.4), bf16 F.linear 39.5 us (session 9)
+    ('fp8', 4096, 12288, 4): ('h2', 4, 32, 256, 4, 2, 4),  # 24.5 us (ew 74.3, mm 28.1), bf16 F.linear 39.7 us (session 9)
+    ('fp8', 4096, 12288, 8): ('mm', 0, 0, 0),  # 28.2 us (h2 29.7), bf16 F.linear 40.2 us (session 9)
     ('fp8', 4096, 12288, 16): ('mm', 0, 0, 0),  # 28.2 us, bf16 F.linear 40.7 us
     ('fp8', 4096, 12288, 64): ('mm', 0, 0, 0),  # 27.0 us, bf16 F.linear 42.5 us
     ('fp8', 4096, 12288, 256): ('mm', 0, 0, 0),  # 34.1 us, bf16 F.linear 49.3 us
@@ -161,4 +163,32 @@ MEASURED: dict[tuple[str, int, int, int], tuple] = {
     ('nvfp4', 4096, 12288, 64): ('dot', 64, 64, 128, 4, 3, 4),  # 41.6 us, bf16 F.linear 42.6 us (session 8)
     ('nvfp4', 4096, 12288, 128): ('dot', 128, 64, 128, 4, 3, 2),  # 68.7 us (dq 100.6), bf16 F.linear 40.2 us (session 8)
     ('nvfp4', 4096, 12288, 256): ('dot', 128, 64, 128, 4, 3, 2),  # 94.7 us (dq 104.4), bf16 F.linear 49.7 us (session 8)
+    ('fp8_rowwise', 6144, 4096, 1): ('h2', 1, 16, 1024, 4, 1, 1),  # 13.2 us (dot 45.0, ew 22.9), bf16 F.linear 21.6 us (session 9)
+    ('fp8_rowwise', 6144, 4096, 2): ('h2', 2, 8, 1024, 4, 1, 1),  # 14.0 us (dot 40.4, ew 30.9), bf16 F.linear 21.9 us (session 9)
+    ('fp8_rowwise', 6144, 4096, 4): ('h2', 4, 64, 256, 4, 1, 4),  # 15.2 us (dot 38.2, ew 41.2), bf16 F.linear 21.7 us (session 9)
+    ('fp8_rowwise', 6144, 4096, 8): ('h2', 8, 64, 128, 4, 1, 4),  # 19.8 us (dot 32.2, ew 83.1, mm 22.7), bf16 F.linear 20.9 us (session 9)
+    ('fp8_rowwise', 4096, 4096, 1): ('h2', 1, 8, 1024, 4, 1, 1),  # 9.9 us (dot 34.7, ew 14.8), bf16 F.linear 16.9 us (session 9)
+    ('fp8_rowwise', 4096, 4096, 2): ('h2', 2, 8, 1024, 4, 1, 1),  # 11.3 us (dot 33.7, ew 22.3), bf16 F.linear 16.8 us (session 9)
+    ('fp8_rowwise', 4096, 4096, 4): ('h2', 4, 64, 256, 4, 1, 4),  # 12.9 us (dot 31.2, ew 28.8), bf16 F.linear 16.7 us (session 9)
+    ('fp8_rowwise', 4096, 4096, 8): ('h2', 8, 64, 128, 4, 1, 4),  # 15.9 us (dot 28.0, ew 56.5, mm 18.5), bf16 F.linear 16.6 us (session 9)
+    ('fp8_rowwise', 24576, 4096, 1): ('h2', 1, 8, 1024, 4, 1, 1),  # 39.6 us (dot 89.9, ew 71.1), bf16 F.linear 73.0 us (session 9)
+    ('fp8_rowwise', 24576, 4096, 2): ('h2', 2, 16, 1024, 4, 1, 1),  # 43.0 us (dot 85.8, ew 104.2), bf16 F.linear 73.1 us (session 9)
+    ('fp8_rowwise', 24576, 4096, 4): ('h2', 4, 64, 256, 4, 1, 2),  # 46.1 us (dot 82.7, ew 150.0), bf16 F.linear 73.5 us (session 9)
+    ('fp8_rowwise', 24576, 4096, 8): ('mm', 0, 0, 0),  # 50.1 us (dot 73.1, ew 340.7, h2 63.2), bf16 F.linear 73.8 us (session 9)
+    ('fp8_rowwise', 4096, 12288, 1): ('h2', 1, 8, 1024, 4, 1, 1),  # 26.6 us (dot 91.2, ew 40.1), bf16 F.linear 39.7 us (session 9)
+    ('fp8_rowwise', 4096, 12288, 2): ('h2', 2, 16, 256, 2, 1, 4),  # 28.5 us (dot 89.4, ew 64.0), bf16 F.linear 39.5 us (session 9)
+    ('fp8_rowwise', 4096, 12288, 4): ('h2', 4, 32, 256, 4, 1, 4),  # 30.7 us (dot 87.8, ew 79.3), bf16 F.linear 39.7 us (session 9)
+    ('fp8_rowwise', 4096, 12288, 8): ('h2', 8, 32, 512, 4, 1, 2),  # 43.4 us (dot 84.9, ew 165.9, mm 46.9), bf16 F.linear 40.3 us (session 9)
+    ('fp8_rowwise', 6144, 4096, 16): ('mm', 0, 0, 0),  # 22.4 us (dot 25.9), bf16 F.linear 21.1 us (session 9)
+    ('fp8_rowwise', 6144, 4096, 64): ('mm', 0, 0, 0),  # 20.2 us (dot 42.3), bf16 F.linear 21.1 us (session 9)
+    ('fp8_rowwise', 6144, 4096, 256): ('mm', 0, 0, 0),  # 20.7 us (dot 94.8), bf16 F.linear 23.9 us (session 9)
+    ('fp8_rowwise', 4096, 4096, 16): ('mm', 0, 0, 0),  # 18.6 us (dot 20.2), bf16 F.linear 16.8 us (session 9)
+    ('fp8_rowwise', 4096, 4096, 64): ('mm', 0, 0, 0),  # 18.2 us (dot 31.3), bf16 F.linear 15.2 us (session 9)
+    ('fp8_rowwise', 4096, 4096, 256): ('mm', 0, 0, 0),  # 18.5 us (dot 70.3), bf16 F.linear 18.3 us (session 9)
+    ('fp8_rowwise', 24576, 4096, 16): ('mm', 0, 0, 0),  # 51.8 us (dot 54.7), bf16 F.linear 74.5 us (session 9)
+    ('fp8_rowwise', 24576, 4096, 64): ('mm', 0, 0, 0),  # 49.9 us (dot 103.3), bf16 F.linear 75.9 us (session 9)
+    ('fp8_rowwise', 24576, 4096, 256): ('mm', 0, 0, 0),  # 58.3 us (dot 282.0), bf16 F.linear 84.6 us (session 9)
+    ('fp8_rowwise', 4096, 12288, 16): ('mm', 0, 0, 0),  # 46.5 us (dot 59.3), bf16 F.linear 40.6 us (session 9)
+    ('fp8_rowwise', 4096, 12288, 64): ('mm', 0, 0, 0),  # 41.9 us (dot 99.0), bf16 F.linear 42.5 us (session 9)
+    ('fp8_rowwise', 4096, 12288, 256): ('mm', 0, 0, 0),  # 42.0 us (dot 212.5), bf16 F.linear 49.9 us (session 9)
 }

@@ -25,13 +25,12 @@ run inline PTX) tests the indexing with it; the GPU tests the half2 path.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
 from ember.quantization.kernels import splitk
+from ember.quantization.kernels.half2 import block, f16_bits, f16x2, half, use_asm
 from ember.quantization.kernels.tiles import e2m1, rows
 from ember.quantization.kernels.w4a16 import split_grid
 
@@ -50,7 +49,7 @@ def _nvfp4_asm() -> str:
                       "mul.rn.f16x2 t, t, $3;"]
             x = f"${4 + 4 * word + p}"
             lines.append(f"mul.rn.f16x2 acc, t, {x};" if word == p == 0 else f"fma.rn.f16x2 acc, t, {x}, acc;")
-    return _block(".reg .b32 a, b, t, acc, mm, ms;", lines, [("acc", "$0")])
+    return block(".reg .b32 a, b, t, acc, mm, ms;", lines, [("acc", "$0")])
 
 
 def _int4_asm() -> str:
@@ -66,15 +65,7 @@ def _int4_asm() -> str:
                 x = f"${6 + 2 * word + j}"
                 lines.append(f"mul.rn.f16x2 {acc}, t, {x};" if word == j == 0 else
                              f"fma.rn.f16x2 {acc}, t, {x}, {acc};")
-    return _block(".reg .b32 t, accl, acch, m4, mo;", lines, [("accl", "$0"), ("acch", "$1")])
-
-
-def _block(regs: str, lines: list[str], outs: list[tuple[str, str]]) -> str:
-    """A scoped PTX block; each f16x2 accumulator in `outs` leaves as the fp32 sum of its halves."""
-    for acc, out in outs:
-        lines += [f"mov.b32 {{lo, hi}}, {acc};", "cvt.f32.f16 fl, lo;", "cvt.f32.f16 fh, hi;", "add.f32 fl, fl, fh;",
-                  f"mov.b32 {out}, fl;"]
-    return "{\n" + "\n".join([regs, ".reg .b16 lo, hi;", ".reg .f32 fl, fh;"] + lines) + "\n}"
+    return block(".reg .b32 t, accl, acch, m4, mo;", lines, [("accl", "$0"), ("acch", "$1")])
 
 
 # (globals a jit function reads must be constexpr)
@@ -82,21 +73,6 @@ _NVFP4_ASM = tl.constexpr(_nvfp4_asm())
 _NVFP4_CONSTRAINTS = tl.constexpr("=r" + ",r" * 11)
 _INT4_ASM = tl.constexpr(_int4_asm())
 _INT4_CONSTRAINTS = tl.constexpr("=r,=r" + ",r" * 8)
-
-
-@triton.jit
-def _half(v, HI: tl.constexpr):
-    """fp16 half (low or high) of int32 `v` as fp32."""
-    if HI:
-        v = v >> 16
-    return (v & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
-
-
-@triton.jit
-def _f16x2(v):
-    """fp32 `v` rounded to fp16 in both halves of an int32 (a scale or an x value for the half2 math)."""
-    h = v.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
-    return h | (h << 16)
 
 
 @triton.jit
@@ -113,7 +89,7 @@ def _x_tile(x_ptr, rm, stride_xm, k0, WIDTH: tl.constexpr, p_ptr, HAS_PQS: tl.co
     x = tl.load(x_ptr + rm[:, None, None] * stride_xm + kk)
     if HAS_PQS:
         x = (x.to(tl.float32) * tl.load(p_ptr + kk).to(x.dtype).to(tl.float32)).to(x.dtype)
-    return x.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+    return f16_bits(x)
 
 
 @triton.jit
@@ -121,7 +97,7 @@ def _nvfp4_pair_ref(w, P: tl.constexpr, s, xp):
     """fp32 twin of one NVFP4 pair of the asm block: (nibble p, p + 4) * scale . (x pair)."""
     lo = e2m1((w >> (4 * P)) & 15) * s
     hi = e2m1((w >> (4 * P + 16)) & 15) * s
-    return lo * _half(xp, False) + hi * _half(xp, True)
+    return lo * half(xp, False) + hi * half(xp, True)
 
 
 @triton.jit
@@ -129,7 +105,7 @@ def _int4_pair_ref(w, S: tl.constexpr, s, xp):
     """fp32 twin of one INT4 pair: q(k + j), q(k + j + 2) of one row * scale . (x pair)."""
     lo = (((w >> S) & 15) ^ 8).to(tl.float32) - 8.0       # (tiles.int4_f32 needs the bits above the byte clear)
     hi = (((w >> (S + 16)) & 15) ^ 8).to(tl.float32) - 8.0
-    return (lo * _half(xp, False) + hi * _half(xp, True)) * s
+    return (lo * half(xp, False) + hi * half(xp, True)) * s
 
 
 @triton.jit
@@ -186,7 +162,7 @@ def _nvfp4_kernel(x_ptr, w_ptr, s_ptr, s2_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_
         w0 = tl.broadcast_to(w0[None], shape)
         w1 = tl.broadcast_to(w1[None], shape)
         if ASM:
-            s2 = tl.broadcast_to(_f16x2(s)[None], shape)
+            s2 = tl.broadcast_to(f16x2(s)[None], shape)
             part = tl.inline_asm_elementwise(
                 _NVFP4_ASM, _NVFP4_CONSTRAINTS,
                 [w0, w1, s2, tl.broadcast_to(x0, shape), tl.broadcast_to(x1, shape), tl.broadcast_to(x2, shape),
@@ -241,13 +217,13 @@ def _int4_kernel(x_ptr, w_ptr, s_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N
             wt = tl.load(w_rows + k0 // 4 + words)                                         # [BN, 2 BG] int32
         w0, w1 = tl.split(tl.reshape(wt, (BLOCK_N, BLOCK_G, 2)))                           # [BN, BG]: k..k+3, +4
         if 8 * BLOCK_G <= GROUP:   # the step lies in one group: one scale a row, converted once (1.1-1.4x at M = 1)
-            sl = _f16x2(tl.load(s_lo + k0 // GROUP))                                       # [BN, 1]
-            sh = _f16x2(tl.load(s_lo + stride_sn + k0 // GROUP))
+            sl = f16x2(tl.load(s_lo + k0 // GROUP))                                       # [BN, 1]
+            sh = f16x2(tl.load(s_lo + stride_sn + k0 // GROUP))
         else:           # NG whole groups a step: NG scales a row, converted, then spread over their 8-k units
             NG: tl.constexpr = 8 * BLOCK_G // GROUP
             gs = (k0 // GROUP + tl.arange(0, NG))[None, :]
-            sl = _spread(_f16x2(tl.load(s_lo + gs)), BLOCK_N, NG, BLOCK_G)                 # [BN, BG]
-            sh = _spread(_f16x2(tl.load(s_lo + stride_sn + gs)), BLOCK_N, NG, BLOCK_G)
+            sl = _spread(f16x2(tl.load(s_lo + gs)), BLOCK_N, NG, BLOCK_G)                 # [BN, BG]
+            sh = _spread(f16x2(tl.load(s_lo + stride_sn + gs)), BLOCK_N, NG, BLOCK_G)
         xt = _x_tile(x_ptr, rm, stride_xm, 8 * gi, 8, p_ptr, HAS_PQS)                      # [BM, BG, 8]
         # pairs (j, j + 2) of each word: (word, +2, j) -> (word, j, +2), the halves packed, then split by j, word
         lo, hi = tl.split(tl.permute(tl.reshape(xt, (BLOCK_M, BLOCK_G, 2, 2, 2)), (0, 1, 2, 4, 3)))
@@ -267,8 +243,8 @@ def _int4_kernel(x_ptr, w_ptr, s_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N
             acc_lo += lo.to(tl.float32, bitcast=True)
             acc_hi += hi.to(tl.float32, bitcast=True)
         else:
-            s_l = _half(sl, False)[None]
-            s_h = _half(sh, False)[None]
+            s_l = half(sl, False)[None]
+            s_h = half(sh, False)[None]
             acc_lo += (_int4_pair_ref(w0, 0, s_l, x0) + _int4_pair_ref(w0, 8, s_l, x1)
                        + _int4_pair_ref(w1, 0, s_l, x2) + _int4_pair_ref(w1, 8, s_l, x3))
             acc_hi += (_int4_pair_ref(w0, 4, s_h, x0) + _int4_pair_ref(w0, 12, s_h, x1)
@@ -283,11 +259,6 @@ def _int4_kernel(x_ptr, w_ptr, s_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N
     y_ptrs = y_ptr + offs_m[:, None] * stride_ym + 2 * offs_i[None, :]
     splitk.store_tile(y_lo, b_lo, y_ptrs, mask, ws_ptr, cnt_ptr, 2 * pid_n, pid_k, SPLIT, BLOCK_M, BLOCK_N)
     splitk.store_tile(y_hi, b_hi, y_ptrs + 1, mask, ws_ptr, cnt_ptr, 2 * pid_n + 1, pid_k, SPLIT, BLOCK_M, BLOCK_N)
-
-
-def _asm(x) -> bool:
-    """The half2 PTX path: on the GPU, unless the Triton interpreter runs the kernel."""
-    return x.is_cuda and os.environ.get("TRITON_INTERPRET", "0") != "1"
 
 
 def nvfp4_gemv(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, scale_2: torch.Tensor,
@@ -306,7 +277,7 @@ def nvfp4_gemv(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, scale
     _nvfp4_kernel[(tiles, split)](
         x2, words, scale, scale_2, pqs if pqs is not None else scale_2, bias if bias is not None else scale_2, y,
         ws, cnt, x2.shape[0], n, x2.stride(0), words.stride(0), scale.stride(0), y.stride(0), k // split,
-        HAS_PQS=pqs is not None, HAS_BIAS=bias is not None, ASM=_asm(x),
+        HAS_PQS=pqs is not None, HAS_BIAS=bias is not None, ASM=use_asm(x),
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_G=cfg.block_k // 16, SPLIT=split, PF=cfg.num_stages > 1,
         num_warps=cfg.num_warps, num_stages=1)
     return y.view(*x.shape[:-1], n)
@@ -325,7 +296,7 @@ def int4_gemv(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, pqs: t
     _int4_kernel[(tiles, split)](
         x2, words, scale, pqs if pqs is not None else scale, bias if bias is not None else scale, y, ws, cnt,
         x2.shape[0], n, x2.stride(0), words.stride(0), scale.stride(0), y.stride(0), k // split,
-        GROUP=k // scale.shape[1], HAS_PQS=pqs is not None, HAS_BIAS=bias is not None, ASM=_asm(x),
+        GROUP=k // scale.shape[1], HAS_PQS=pqs is not None, HAS_BIAS=bias is not None, ASM=use_asm(x),
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_G=cfg.block_k // 8, SPLIT=split, PF=cfg.num_stages > 1,
         num_warps=cfg.num_warps, num_stages=1)
     return y.view(*x.shape[:-1], n)

@@ -70,18 +70,19 @@ CHECK = textwrap.dedent('''
                         ref = F.linear(xa.double(), w, None if layer.bias is None else layer.bias.double())
                         base = ((F.linear(xa, w.to(dtype), layer.bias).double() - ref).norm() / ref.norm()).item()
                         for cfg in configs:
-                            if kind == "w4a8" and (cfg.kind not in ("mm", "ew") or interp):
+                            if kind == "w4a8" and (cfg.kind not in ("mm", "ew", "h2") or interp):
                                 continue                      # W4A8 runs its FP8 weight's paths (CUDA only)
-                            if cfg.kind == "mm" and (interp or kind not in ("fp8", "int8_sq", "w4a8")
+                            if cfg.kind == "mm" and (interp or kind not in ("fp8", "fp8_rowwise", "int8_sq", "w4a8")
                                                      or (kind == "int8_sq" and m <= 16) or n % 16):
                                 continue
                             if cfg.kind == "dq" and kind not in dispatch.DENSE_ABOVE_M:
                                 continue
                             if cfg.kind in ("ew", "ew2", "h2") and m > cfg.block_m:
                                 continue
-                            if (cfg.kind == "ew") == (kind in ("int4", "nvfp4")) and cfg.kind in ("ew", "h2"):
-                                continue                      # "ew": the 8-bit GEMV; "h2": the 4-bit one
-                            if (cfg.kind in ("ew2", "h2") or cfg.split_k > 1) and kind not in ("int4", "nvfp4"):
+                            four, fp8_weight = kind in ("int4", "nvfp4"), kind in ("fp8", "fp8_rowwise", "w4a8")
+                            if cfg.kind == "ew" and four or cfg.kind == "h2" and not (four or fp8_weight):
+                                continue                      # "ew": the 8-bit GEMV; "h2": 4-bit or FP8 weights
+                            if (cfg.kind == "ew2" or cfg.split_k > 1 and cfg.kind != "h2") and not four:
                                 continue
                             c = cfg._replace(block_k=min(cfg.block_k, k))
                             y = dispatch.run(kind, layer, x, c)
@@ -149,8 +150,11 @@ def test_dispatch_rules():
     assert dispatch.lookup("int8_wo", 4096, 4096, 256).kind == "dot"    # W8A16: tl.dot still won at 256
     assert dispatch.lookup("int8_wo", 4096, 4096, 8192).kind == "dq"
     assert dispatch.lookup("int8_sq", 4096, 4096, 8192).kind == "mm"    # W8A8 keeps its INT8 tensor cores
-    assert dispatch.lookup("fp8", 4096, 4096, 1).kind == "ew"          # the FP8 GEMV beat cuBLAS there
-    assert dispatch.lookup("fp8", 6144, 4096, 1).kind == "mm"
+    assert dispatch.lookup("fp8", 4096, 4096, 1).kind == "h2"          # the FP8 half2 GEMV beat cuBLAS there
+    assert dispatch.lookup("fp8", 6144, 4096, 8).kind == "mm"
+    assert dispatch.lookup("fp8_rowwise", 1000, 256, 2).kind == "h2"    # unmeasured shapes: the defaults
+    assert dispatch.lookup("fp8_rowwise", 1024, 256, 64).kind == "mm"   # rowwise-scaled cuBLAS ...
+    assert dispatch.lookup("fp8_rowwise", 1000, 256, 64).kind == "dot"  # ... where it takes the shape (N % 16)
     assert dispatch.lookup("w4a8", 4096, 4096, 1) == dispatch.lookup("fp8", 4096, 4096, 1)   # its FP8 weight
     assert dispatch.lookup("int8_sq", 4096, 4096, 64).kind == "mm"
     assert dispatch.lookup("int8_sq", 4096, 4100, 64) is None          # _int_mm needs K % 8 (here % 16)

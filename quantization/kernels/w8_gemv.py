@@ -8,8 +8,9 @@ design: one contiguous load of int32 weight words a step, 16-byte loads, the PTX
 Numerics (W8A8, as the format's reference `act`): x (times pre_quant_scale) is quantized to e4m3 with the static
 (FP8) or per-token (FP8RowWise: amax / 448) scale, exactly as w8.py, then scaled by 2^-8 in fp16, which is exact
 (e4m3's smallest step, 2^-9, becomes 2^-17, an fp16 subnormal); a product is then at most 448 * 448 / 256 = 784, so
-the f16x2 sums of 8 products a half stay finite before they leave for fp32. Products below fp16's 2^-24 are lost
-(|w x| < 2^-16 of the largest possible one). y = 256 * s_w * s_x * sum (+ bias).
+the f16x2 sums of 8 products a half stay finite before they leave for fp32. A product (<= 8 significant bits) is
+exact in fp16 unless it falls below 2^-14 into fp16's subnormals (both factors in e4m3's lowest binades); the sums
+round to fp16's 11 bits. y = 256 * s_w * s_x * sum (+ bias).
 
 Layout: weight fp8 [N, K] read as int32 words [N, K/4]; a word is k..k+3 of a row, its low 16 bits convert to the
 (k, k+1) half pair, its high 16 bits to (k+2, k+3), so the x pairs are consecutive elements. `ASM=False` runs the
@@ -96,9 +97,6 @@ def _fp8_kernel(x_ptr, w_ptr, sw_ptr, sx_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_p
         amax = tl.zeros((BLOCK_M, 1), dtype=tl.float32)
         for k0 in range(0, K, 16 * BLOCK_G):
             xk = tl.load(x_ptr + rm[:, None] * stride_xm + k0 + tl.arange(0, 16 * BLOCK_G)[None, :])
-            if HAS_PQS:
-                pk = tl.load(p_ptr + k0 + tl.arange(0, 16 * BLOCK_G)).to(xk.dtype).to(tl.float32)
-                xk = (xk.to(tl.float32) * pk[None, :]).to(xk.dtype)
             amax = tl.maximum(amax, tl.max(tl.abs(xk.to(tl.float32)), axis=1, keep_dims=True))
         s_x = tl.reshape(tl.maximum(amax / 448.0, 1e-12), (BLOCK_M, 1, 1))
     else:
@@ -115,7 +113,7 @@ def _fp8_kernel(x_ptr, w_ptr, sw_ptr, sx_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_p
         w0, w2 = tl.split(ev)                                                              # [BN, BG]
         w1, w3 = tl.split(od)
         kk = (k0 + 16 * g)[None, :, None] + tl.arange(0, 16)[None, None, :]                # [1, BG, 16]
-        xp = _x_pairs(x_ptr, rm, stride_xm, kk, s_x, p_ptr, ACT, HAS_PQS)               # [BM, BG, 8]
+        xp = _x_pairs(x_ptr, rm, stride_xm, kk, s_x, p_ptr, ACT, HAS_PQS)                  # [BM, BG, 8]
         p_ev, p_od = tl.split(tl.reshape(xp, (BLOCK_M, BLOCK_G, 2, 2, 2)))                 # pair bit 0
         pe0, pe1 = tl.split(p_ev)                                                          # pair bit 1
         po0, po1 = tl.split(p_od)
@@ -162,9 +160,9 @@ def fp8_gemv(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor, 
     read at [0]; act "fp8" (static, input_scale read at [0]) or "fp8_token"; cfg: dispatch.Config ("h2",
     block_m, block_n rows, block_k K elements a step, num_warps, num_stages (2: loads double-buffered), split_k)."""
     n, k = weight.shape
-    if k % 16 or act not in ("fp8", "fp8_token") or x.shape[-1] != k:
-        raise ValueError(f"the FP8 GEMV takes K % 16 == 0, an fp8 activation and x [..., K] (weight "
-                         f"{tuple(weight.shape)}, x {tuple(x.shape)}, act {act!r})")
+    if k % 16 or act not in ("fp8", "fp8_token") or x.shape[-1] != k or (act == "fp8_token" and pqs is not None):
+        raise ValueError(f"the FP8 GEMV takes K % 16 == 0, x [..., K] and an fp8 activation, per token only without "
+                         f"a pre_quant_scale (weight {tuple(weight.shape)}, x {tuple(x.shape)}, act {act!r})")
     x2 = rows(x)
     _, tiles, split = split_grid(x2.shape[0], triton.cdiv(n, cfg.block_n), 1, k, cfg.block_k, cfg)   # one M tile
     words = weight.view(torch.int32)                                                       # [N, K/4]

@@ -76,7 +76,7 @@ def fp8_rowwise_scaled_mm(x: torch.Tensor, weight: torch.Tensor, weight_scale: t
     x2 = rows(x)
     m, n = x2.shape[0], weight.shape[0]
     pad = -(-m // 16) * 16
-    s_x = torch.ones(pad, 1, dtype=torch.float32, device=x.device)   # (padded rows: sliced away)
+    s_x = torch.empty(pad, 1, dtype=torch.float32, device=x.device)   # the kernel writes rows < M (padding: sliced)
     q = quantize_act(x2, "fp8_token", s_x, None, pad_to=16)
     fused_bias = bias if bias is not None and bias.dtype == torch.bfloat16 else None
     y = torch._scaled_mm(q, weight.t(), scale_a=s_x, scale_b=weight_scale.float().view(1, n), bias=fused_bias,

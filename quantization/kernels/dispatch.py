@@ -79,6 +79,11 @@ def default_config(kind: str, m: int) -> Config:
         return Config("dot", 16, 64, 128, 4, 3, 4)      # INT4: h2 lost to it at M = 4; best on most shapes to 16
     if kind in ("int4", "nvfp4"):
         return Config("dot", 64, 64, 128, 4, 3, 4)      # best or near it on most Qwen3-8B shapes at M = 64-256
+    return _w8_default(m)
+
+
+def _w8_default(m: int) -> Config:
+    """w8.py's kernel for an unmeasured 8-bit shape: the GEMV to M = 4, tl.dot above."""
     if m <= 2:
         return Config("ew", m_bucket(m), 4, 512, 4, 1)
     if m <= 4:
@@ -97,7 +102,7 @@ def lookup(kind: str, n: int, k: int, m: int) -> Config | None:
             return cfg
         if kind != "fp8_rowwise":
             return None
-        cfg = Config("dot", 64, 64, 128, 4, 3)   # w8.py's tl.dot takes the shapes cuBLAS cannot (N % 16)
+        cfg = _w8_default(m)   # w8.py takes the shapes cuBLAS cannot (N % 16)
     if cfg.kind == "dq":
         return cfg if kind in DENSE_ABOVE_M and k % 16 == 0 else None
     bk = cfg.block_k
@@ -142,7 +147,11 @@ def run(kind: str, layer, x: torch.Tensor, cfg: Config) -> torch.Tensor:
         if kind == "int4":
             return w4a16.int4_linear(x, layer.weight, layer.weight_scale, pqs, bias, cfg)       # "ew2" / "dot"
         return w4a16.nvfp4_linear(x, layer.weight, layer.weight_scale, layer.weight_scale_2, pqs, bias, cfg)
-    weight, weight_scale, input_scale = _w8_tensors(kind, layer)
+    if kind == "w4a8":   # its staged FP8 weight (w4a8_fp8.py) stands in for the checkpoint tensors
+        weight, weight_scale, input_scale = layer.fp8_weight
+    else:
+        weight, weight_scale = layer.weight, layer.weight_scale
+        input_scale = getattr(layer, "input_scale", None) if "input_scale" in layer.format.specs else None
     if cfg.kind == "h2":
         from ember.quantization.kernels.w8_gemv import fp8_gemv
         return fp8_gemv(x, weight, weight_scale, kind == "fp8_rowwise", _W8_ACT[kind], input_scale, pqs, bias, cfg)
@@ -156,13 +165,4 @@ def run(kind: str, layer, x: torch.Tensor, cfg: Config) -> torch.Tensor:
     from ember.quantization.kernels.w8 import w8_linear
     per_row = kind not in ("fp8", "w4a8")
     return w8_linear(x, weight, weight_scale, per_row, _W8_ACT[kind], input_scale, pqs, bias, cfg)
-
-
-def _w8_tensors(kind: str, layer) -> tuple:
-    """(weight, weight_scale, input_scale or None) an 8-bit-weight kernel reads: W4A8's staged FP8 weight
-    (w4a8_fp8.py) stands in for its checkpoint tensors."""
-    if kind == "w4a8":
-        return layer.fp8_weight
-    input_scale = getattr(layer, "input_scale", None) if "input_scale" in layer.format.specs else None
-    return layer.weight, layer.weight_scale, input_scale
 

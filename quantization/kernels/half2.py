@@ -42,3 +42,17 @@ def f16x2(v):
 def f16_bits(v):
     """fp32 / fp16 `v` as fp16 bits in the low half of an int32 (one x value of a pair)."""
     return v.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+
+
+@triton.jit
+def columns8(t):
+    """t [BM, BG, 8] -> its 8 columns, each [BM, 1, BG] (column j of a group meets that group's j-th weight pair)."""
+    ev, od = tl.split(tl.reshape(t, (t.shape[0], t.shape[1], 2, 2, 2)))                  # j bit 0
+    e0, e1 = tl.split(ev)                                                                  # j bit 1
+    o0, o1 = tl.split(od)
+    c0, c4 = tl.split(e0)                                                                  # j bit 2
+    c2, c6 = tl.split(e1)
+    c1, c5 = tl.split(o0)
+    c3, c7 = tl.split(o1)
+    return (c0[:, None, :], c1[:, None, :], c2[:, None, :], c3[:, None, :], c4[:, None, :], c5[:, None, :],
+            c6[:, None, :], c7[:, None, :])

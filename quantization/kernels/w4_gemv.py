@@ -30,7 +30,7 @@ import triton
 import triton.language as tl
 
 from ember.quantization.kernels import splitk
-from ember.quantization.kernels.half2 import block, f16_bits, f16x2, half, use_asm
+from ember.quantization.kernels.half2 import block, columns8, f16_bits, f16x2, half, use_asm
 from ember.quantization.kernels.tiles import e2m1, rows
 from ember.quantization.kernels.w4a16 import split_grid
 
@@ -150,15 +150,7 @@ def _nvfp4_kernel(x_ptr, w_ptr, s_ptr, s2_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_
         xt = _x_tile(x_ptr, rm, stride_xm, 16 * gi, 16, p_ptr, HAS_PQS)                    # [BM, BG, 16]
         # pairs (p, p + 4) of each word: (word, +4, p) -> (word, p, +4), the halves packed, then split by p, word
         lo, hi = tl.split(tl.permute(tl.reshape(xt, (BLOCK_M, BLOCK_G, 2, 2, 4)), (0, 1, 2, 4, 3)))
-        ev, od = tl.split(tl.reshape(lo | (hi << 16), (BLOCK_M, BLOCK_G, 2, 2, 2)))         # p even / odd
-        e0, e1 = tl.split(ev)                                                              # p = 0 / 2
-        o0, o1 = tl.split(od)                                                              # p = 1 / 3
-        x0, x4 = tl.split(e0)                                                              # [BM, BG]: word 0 / 1
-        x2, x6 = tl.split(e1)
-        x1, x5 = tl.split(o0)
-        x3, x7 = tl.split(o1)
-        x0, x1, x2, x3 = x0[:, None, :], x1[:, None, :], x2[:, None, :], x3[:, None, :]  # [BM, 1, BG]
-        x4, x5, x6, x7 = x4[:, None, :], x5[:, None, :], x6[:, None, :], x7[:, None, :]
+        x0, x1, x2, x3, x4, x5, x6, x7 = columns8(tl.reshape(lo | (hi << 16), (BLOCK_M, BLOCK_G, 8)))  # 4 word + p
         w0 = tl.broadcast_to(w0[None], shape)
         w1 = tl.broadcast_to(w1[None], shape)
         if ASM:

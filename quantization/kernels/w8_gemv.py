@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from ember.quantization.kernels import splitk
-from ember.quantization.kernels.half2 import block, f16_bits, half, use_asm
+from ember.quantization.kernels.half2 import block, columns8, f16_bits, half, use_asm
 from ember.quantization.kernels.tiles import rows
 from ember.quantization.kernels.w4a16 import split_grid
 from ember.quantization.kernels.w8 import ACT, _quantize_act
@@ -114,15 +114,7 @@ def _fp8_kernel(x_ptr, w_ptr, sw_ptr, sx_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_p
         w1, w3 = tl.split(od)
         kk = (k0 + 16 * g)[None, :, None] + tl.arange(0, 16)[None, None, :]                # [1, BG, 16]
         xp = _x_pairs(x_ptr, rm, stride_xm, kk, s_x, p_ptr, ACT, HAS_PQS)                  # [BM, BG, 8]
-        p_ev, p_od = tl.split(tl.reshape(xp, (BLOCK_M, BLOCK_G, 2, 2, 2)))                 # pair bit 0
-        pe0, pe1 = tl.split(p_ev)                                                          # pair bit 1
-        po0, po1 = tl.split(p_od)
-        x0, x4 = tl.split(pe0)                                                             # pair bit 2
-        x2, x6 = tl.split(pe1)
-        x1, x5 = tl.split(po0)
-        x3, x7 = tl.split(po1)
-        x0, x1, x2, x3 = x0[:, None, :], x1[:, None, :], x2[:, None, :], x3[:, None, :]  # [BM, 1, BG]
-        x4, x5, x6, x7 = x4[:, None, :], x5[:, None, :], x6[:, None, :], x7[:, None, :]
+        x0, x1, x2, x3, x4, x5, x6, x7 = columns8(xp)                                      # [BM, 1, BG]
         w0, w1 = tl.broadcast_to(w0[None], shape), tl.broadcast_to(w1[None], shape)
         w2, w3 = tl.broadcast_to(w2[None], shape), tl.broadcast_to(w3[None], shape)
         if ASM:

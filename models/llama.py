@@ -79,10 +79,9 @@ class LlamaMLP(nn.Module):
         self.act_fn = get_act_and_mul(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.gate_up_proj(x)                                                     # [T, 2I]
         if isinstance(self.down_proj, Linear):   # a plain linear folds the activation into its decode kernel
-            return self.down_proj.forward_gated(h, self.act_fn)
-        return self.down_proj(self.act_fn(h))
+            return self.down_proj.forward_gated(self.gate_up_proj(x), self.act_fn)   # gate_up [T, 2I]
+        return self.down_proj(self.gate_up_proj.forward_act(x, self.act_fn))  # a quantized gate_up may fold it in
 
 
 class LlamaDecoderLayer(nn.Module):

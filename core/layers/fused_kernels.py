@@ -12,6 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ember.layers.gemv_kernels import act_times
+
 
 @triton.jit
 def _rmsnorm_kernel(x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, stride_xa, stride_xb, stride_ra, stride_rb,
@@ -178,13 +180,7 @@ def _act_mul_kernel(x_ptr, out_ptr, stride_xt, I, GELU: tl.constexpr, BLOCK: tl.
     ok = offs < I
     g = tl.load(x_ptr + t * stride_xt + offs, mask=ok, other=0.0).to(tl.float32)
     u = tl.load(x_ptr + t * stride_xt + I + offs, mask=ok, other=0.0).to(tl.float32)
-    if GELU:
-        inner = 0.7978845608028654 * (g + 0.044715 * g * g * g)
-        a = 0.5 * g * (1.0 + (2.0 / (1.0 + tl.exp(-2.0 * inner)) - 1.0))
-    else:
-        a = g / (1.0 + tl.exp(-g))
-    a = a.to(out_ptr.dtype.element_ty).to(tl.float32)
-    tl.store(out_ptr + t * I + offs, (a * u).to(out_ptr.dtype.element_ty), mask=ok)
+    tl.store(out_ptr + t * I + offs, act_times(g, u, 2 if GELU else 1, out_ptr.dtype.element_ty), mask=ok)
 
 
 def act_and_mul(x: torch.Tensor, gelu: bool = False) -> torch.Tensor:

@@ -18,6 +18,13 @@ def _gated(x_ptrs, K, mask, ACT: tl.constexpr, EVEN_K: tl.constexpr):
     else:
         g = tl.load(x_ptrs, mask=mask, other=0.0).to(tl.float32)
         u = tl.load(x_ptrs + K, mask=mask, other=0.0).to(tl.float32)
+    return act_times(g, u, ACT, dt)
+
+
+@triton.jit
+def act_times(g, u, ACT: tl.constexpr, dt: tl.constexpr):
+    """act(g) * u for fp32 g, u as ember's act-and-mul kernel rounds it: act in dtype `dt`, then the product in `dt`.
+    ACT 1: SiLU, 2: GeLU-tanh."""
     if ACT == 2:
         inner = 0.7978845608028654 * (g + 0.044715 * g * g * g)
         a = 0.5 * g * (1.0 + (2.0 / (1.0 + tl.exp(-2.0 * inner)) - 1.0))

@@ -35,6 +35,10 @@ class Linear(nn.Linear):
         """F.linear, except CUDA bf16/fp16 decode shapes where the Triton skinny GEMM measured faster (gemv.TABLE)."""
         return gemv_linear(x, self.weight, self.bias)
 
+    def forward_act(self, x: torch.Tensor, act: nn.Module) -> torch.Tensor:
+        """act(self(x)) for a gated `act` over this layer's [gate | up] output (QuantLinear fuses the two)."""
+        return act(self(x))
+
     def forward_gated(self, h: torch.Tensor, act: nn.Module) -> torch.Tensor:
         """self(act(h)) for a gated activation `act` over h [T, 2K] = [gate | up]; at decode shapes in
         gemv.GATED_TABLE one kernel computes act(gate) * up while it reads the weight (same rounding)."""

@@ -34,6 +34,7 @@ KINDS = {"W4A16_AWQ": "int4", "NVFP4": "nvfp4", "NVFP4_AWQ": "nvfp4", "FP8": "fp
 # in-register kernels there (kernels/table.py, docs/performance.md sessions 6 and 8; tl.dot still won W8A16 and,
 # since its TMA loads, INT4 at 256)
 DENSE_ABOVE_M = {"int4": 256, "nvfp4": 128, "int8_wo": 256}
+FP8_WEIGHT = ("fp8", "fp8_rowwise", "w4a8")   # the kinds whose GEMMs run on an e4m3 weight
 _W8_ACT = {"fp8": "fp8", "fp8_rowwise": "fp8_token", "int8_wo": "none", "int8_sq": "int8", "w4a8": "fp8"}
 
 
@@ -61,7 +62,7 @@ def m_bucket(m: int) -> int:
 
 def default_config(kind: str, m: int) -> Config:
     """A reasonable config for shapes the table has not measured."""
-    fp8_weight = kind in ("fp8", "fp8_rowwise", "w4a8")
+    fp8_weight = kind in FP8_WEIGHT
     if fp8_weight and m <= 4:     # the FP8 half2 GEMV: best on 11 of 12 Qwen3-8B (shape, M) at M <= 4 (session 9)
         return {1: Config("h2", 1, 8, 1024, 4, 1, 1), 2: Config("h2", 2, 16, 512, 4, 2, 1)}.get(
             m, Config("h2", 4, 32, 256, 4, 1, 4))
@@ -98,7 +99,7 @@ def lookup(kind: str, n: int, k: int, m: int) -> Config | None:
     # why: W4A8 runs on its staged FP8 weight, the same GEMMs as FP8 (plus a pre_quant_scale multiply)
     cfg = TABLE.get(("fp8" if kind == "w4a8" else kind, n, k, m_bucket(m))) or default_config(kind, m)
     if cfg.kind == "mm":
-        if k % 16 == 0 and n % 16 == 0 and (kind in ("fp8", "fp8_rowwise", "w4a8") or kind == "int8_sq" and m > 16):
+        if k % 16 == 0 and n % 16 == 0 and (kind in FP8_WEIGHT or kind == "int8_sq" and m > 16):
             return cfg
         if kind != "fp8_rowwise":
             return None
@@ -115,24 +116,29 @@ def lookup(kind: str, n: int, k: int, m: int) -> Config | None:
     return cfg._replace(block_k=bk)
 
 
-def quant_linear(layer, x: torch.Tensor) -> torch.Tensor | None:
-    """y = layer(x) through a GPU kernel, or None (the caller runs its fallback). Graph-safe: no host syncs."""
+def quant_linear(layer, x: torch.Tensor, gated: str | None = None) -> torch.Tensor | None:
+    """y = layer(x) through a GPU kernel, or None (the caller runs its fallback). Graph-safe: no host syncs.
+    gated "silu" / "gelu_tanh": act(gate) * up of a [gate | up] layer's output in the same kernel, where the FP8
+    half2 GEMV runs this call without split-K; None otherwise (the caller runs the layer, then the activation)."""
     kind = KINDS.get(layer.format.quant_algo)
     if not (ENABLED and kind and x.is_cuda and x.dtype in (torch.bfloat16, torch.float16)):
         return None
     k = x.shape[-1]
     m = x.numel() // k if k else 0
     tg = getattr(layer, "tinygemm", None)
-    if tg is not None and 0 < m <= tinygemm.MAX_M:
+    if tg is not None and 0 < m <= tinygemm.MAX_M and not gated:
         return tinygemm.linear(x, *tg, layer.kernel_pqs, layer.bias, layer.out_features)
     cfg = lookup(kind, layer.out_features, k, m) if m else None
     if kind == "w4a8" and layer.fp8_weight is None:
         return None
-    return None if cfg is None else run(kind, layer, x, cfg)
+    if gated and not (cfg is not None and cfg.kind == "h2" and cfg.split_k == 1 and cfg.block_n % 2 == 0
+                      and kind in FP8_WEIGHT and layer.out_features % 2 == 0):
+        return None
+    return None if cfg is None else run(kind, layer, x, cfg, gated)
 
 
-def run(kind: str, layer, x: torch.Tensor, cfg: Config) -> torch.Tensor:
-    """Launch `kind`'s kernel with `cfg` whatever the table says (tests, benchmarks)."""
+def run(kind: str, layer, x: torch.Tensor, cfg: Config, gated: str | None = None) -> torch.Tensor:
+    """Launch `kind`'s kernel with `cfg` whatever the table says (tests, benchmarks); `gated`: FP8 "h2" only."""
     bias = layer.bias
     pqs = layer.kernel_pqs    # None: the format has none, or it is all ones (QuantLinear.finalize_)
     if cfg.kind == "dq":
@@ -154,7 +160,8 @@ def run(kind: str, layer, x: torch.Tensor, cfg: Config) -> torch.Tensor:
         input_scale = getattr(layer, "input_scale", None) if "input_scale" in layer.format.specs else None
     if cfg.kind == "h2":
         from ember.quantization.kernels.w8_gemv import fp8_gemv
-        return fp8_gemv(x, weight, weight_scale, kind == "fp8_rowwise", _W8_ACT[kind], input_scale, pqs, bias, cfg)
+        return fp8_gemv(x, weight, weight_scale, kind == "fp8_rowwise", _W8_ACT[kind], input_scale, pqs, bias, cfg,
+                        gated)
     if cfg.kind == "mm":
         from ember.quantization.kernels import act_quant
         if kind == "int8_sq":

@@ -23,6 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ember.layers.gemv_kernels import ACTS, act_times
 from ember.quantization.kernels import splitk
 from ember.quantization.kernels.half2 import block, columns8, f16_bits, half, use_asm
 from ember.quantization.kernels.tiles import rows
@@ -43,6 +44,7 @@ def _fp8_asm() -> str:
     return block(".reg .b32 t, acc;", lines, [("acc", "$0")])
 
 
+GATED_ACTS = {name: code for name, code in ACTS.items() if name}
 _FP8_ASM = tl.constexpr(_fp8_asm())
 _FP8_CONSTRAINTS = tl.constexpr("=r" + ",r" * 12)
 
@@ -78,12 +80,20 @@ def _x_pairs(x_ptr, rm, stride_xm, kk, s_x, p_ptr, ACT: tl.constexpr, HAS_PQS: t
 def _fp8_kernel(x_ptr, w_ptr, sw_ptr, sx_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, stride_xm, stride_wn,
                 stride_ym, K_SPLIT, ACT: tl.constexpr, W_ROWS: tl.constexpr, HAS_PQS: tl.constexpr,
                 HAS_BIAS: tl.constexpr, ASM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                BLOCK_G: tl.constexpr, SPLIT: tl.constexpr, PF: tl.constexpr):
+                BLOCK_G: tl.constexpr, SPLIT: tl.constexpr, PF: tl.constexpr, GATED: tl.constexpr = 0):
     """Grid (cdiv(N, BN), SPLIT): rows pid_n * BN.. over K elements pid_k * K_SPLIT.., BLOCK_G 16-element groups
-    (four words) a step. acc [BM, BN, BG] fp32."""
+    (four words) a step. acc [BM, BN, BG] fp32.
+    GATED 1 (SiLU) / 2 (GeLU-tanh), SPLIT 1: the rows are [gate | up] (N = 2I) and y [M, I] = act(gate) * up; a
+    program takes BN / 2 gate rows i.. and the up rows I + i.., interleaved (even lanes gate, odd lanes up)."""
     pid_n, pid_k = tl.program_id(0), tl.program_id(1)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    rn = tl.minimum(offs_n, N - 1)
+    if GATED:
+        HALF: tl.constexpr = BLOCK_N // 2
+        lane = tl.arange(0, BLOCK_N)
+        offs_n = pid_n * HALF + tl.arange(0, HALF)                                        # output columns
+        rn = tl.minimum(pid_n * HALF + lane // 2, N // 2 - 1) + (lane % 2) * (N // 2)
+    else:
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        rn = tl.minimum(offs_n, N - 1)
     offs_m = tl.arange(0, BLOCK_M)
     rm = tl.minimum(offs_m, M - 1)
     g = tl.arange(0, BLOCK_G)
@@ -140,31 +150,44 @@ def _fp8_kernel(x_ptr, w_ptr, sw_ptr, sx_ptr, p_ptr, b_ptr, y_ptr, ws_ptr, cnt_p
     extra = tl.zeros((1, BLOCK_N), dtype=tl.float32)
     if HAS_BIAS:
         extra += tl.load(b_ptr + rn).to(tl.float32)[None, :]
-    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
     y_ptrs = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :]
-    splitk.store_tile(y, extra, y_ptrs, mask, ws_ptr, cnt_ptr, pid_n, pid_k, SPLIT, BLOCK_M, BLOCK_N)
+    if GATED:   # the GEMV's output rounded as the two-kernel path stores it, then act-and-mul's rounding
+        dt = y_ptr.dtype.element_ty
+        gate, up = tl.split(tl.reshape((y + extra).to(dt).to(tl.float32), (BLOCK_M, HALF, 2)))
+        mask = (offs_m[:, None] < M) & (offs_n[None, :] < N // 2)
+        tl.store(y_ptrs, act_times(gate, up, GATED, dt), mask=mask)
+    else:
+        mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+        splitk.store_tile(y, extra, y_ptrs, mask, ws_ptr, cnt_ptr, pid_n, pid_k, SPLIT, BLOCK_M, BLOCK_N)
 
 
 def fp8_gemv(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor, per_row: bool, act: str,
              input_scale: torch.Tensor | None, pqs: torch.Tensor | None, bias: torch.Tensor | None,
-             cfg) -> torch.Tensor:
+             cfg, gated: str | None = None) -> torch.Tensor:
     """x [..., K] (M <= cfg.block_m rows) -> [..., N]; weight fp8 e4m3 [N, K]; weight_scale fp32 [N] (per_row) or
     read at [0]; act "fp8" (static, input_scale read at [0]) or "fp8_token"; cfg: dispatch.Config ("h2",
-    block_m, block_n rows, block_k K elements a step, num_warps, num_stages (2: loads double-buffered), split_k)."""
+    block_m, block_n rows, block_k K elements a step, num_warps, num_stages (2: loads double-buffered), split_k).
+    gated "silu" / "gelu_tanh": the weight is [gate | up] and the result [..., N / 2] = act(gate) * up, rounded as
+    the GEMV then ember's act-and-mul kernel would round it (needs cfg.split_k 1 and an even block_n)."""
     n, k = weight.shape
     if k % 16 or act not in ("fp8", "fp8_token") or x.shape[-1] != k or (act == "fp8_token" and pqs is not None):
         raise ValueError(f"the FP8 GEMV takes K % 16 == 0, x [..., K] and an fp8 activation, per token only without "
                          f"a pre_quant_scale (weight {tuple(weight.shape)}, x {tuple(x.shape)}, act {act!r})")
+    if gated and (gated not in GATED_ACTS or cfg.split_k != 1 or n % 2 or cfg.block_n % 2):
+        raise ValueError(f"the gated FP8 GEMV takes act {sorted(GATED_ACTS)}, split_k 1 and an even N and block_n "
+                         f"(got {gated!r}, {cfg}, N {n})")
     x2 = rows(x)
-    _, tiles, split = split_grid(x2.shape[0], triton.cdiv(n, cfg.block_n), 1, k, cfg.block_k, cfg)   # one M tile
+    n_out = n // 2 if gated else n
+    _, tiles, split = split_grid(x2.shape[0], triton.cdiv(n_out, cfg.block_n // (2 if gated else 1)), 1, k,
+                                 cfg.block_k, cfg)                                           # one M tile
     words = weight.view(torch.int32)                                                       # [N, K/4]
     ws, cnt = splitk.workspace(x.device)
-    y = torch.empty(x2.shape[0], n, dtype=x.dtype, device=x.device)
+    y = torch.empty(x2.shape[0], n_out, dtype=x.dtype, device=x.device)
     dummy = weight_scale
     _fp8_kernel[(tiles, split)](
         x2, words, weight_scale, input_scale if input_scale is not None else dummy, pqs if pqs is not None else dummy,
         bias if bias is not None else dummy, y, ws, cnt, x2.shape[0], n, k, x2.stride(0), words.stride(0),
         y.stride(0), k // split, ACT=ACT[act], W_ROWS=per_row, HAS_PQS=pqs is not None, HAS_BIAS=bias is not None,
         ASM=use_asm(x), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_G=cfg.block_k // 16, SPLIT=split,
-        PF=cfg.num_stages > 1, num_warps=cfg.num_warps, num_stages=1)
-    return y.view(*x.shape[:-1], n)
+        PF=cfg.num_stages > 1, GATED=GATED_ACTS.get(gated, 0), num_warps=cfg.num_warps, num_stages=1)
+    return y.view(*x.shape[:-1], n_out)

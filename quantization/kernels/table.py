@@ -16,12 +16,13 @@ integer weights; w4a16.py), M = 4 (INT4) or 8 (NVFP4) to 256, each against bf16 
 M = 4), the half2 GEMV (NVFP4 M = 8, which tl.dot now beats) and the dense-weight path (M >= 128: INT4 tl.dot now
 beats it at 128 and 256, NVFP4 at 128 and on two of four shapes at 256). The session-9 rows: FP8 and FP8RowWise at
 M = 1-8 (the FP8-weight half2 GEMV "h2", w8_gemv.py, against w8.py's GEMV and act-quant + cuBLAS "mm" in the same
-run) and FP8RowWise at M = 16-256 (its new rowwise-scaled cuBLAS path "mm", against w8.py's tl.dot).
+run) and FP8RowWise at M = 16-256 (its new rowwise-scaled cuBLAS path "mm", against w8.py's tl.dot). The session-10
+rows: FP8 at M = 1-2 re-measured with candidates that keep a whole 2048-element K slice of a row in flight a step.
 """
 
 MEASURED: dict[tuple[str, int, int, int], tuple] = {
     ('fp8', 6144, 4096, 1): ('h2', 1, 8, 1024, 4, 1, 1),  # 11.0 us (ew 16.2, mm 14.3), bf16 F.linear 21.6 us (session 9)
-    ('fp8', 6144, 4096, 2): ('h2', 2, 16, 512, 4, 2, 1),  # 12.0 us (ew 22.2, mm 14.4), bf16 F.linear 21.9 us (session 9)
+    ('fp8', 6144, 4096, 2): ('h2', 2, 8, 512, 4, 2, 1),  # 11.8 us (session-9 row 12.0), bf16 F.linear 21.4 us (session 10)
     ('fp8', 6144, 4096, 4): ('h2', 4, 16, 512, 4, 2, 1),  # 13.7 us (ew 34.6, mm 14.7), bf16 F.linear 21.7 us (session 9)
     ('fp8', 6144, 4096, 8): ('mm', 0, 0, 0),  # 14.6 us (h2 18.5), bf16 F.linear 21.9 us (session 9)
     ('fp8', 6144, 4096, 16): ('mm', 0, 0, 0),  # 14.4 us, bf16 F.linear 21.3 us
@@ -41,8 +42,8 @@ MEASURED: dict[tuple[str, int, int, int], tuple] = {
     ('int8_sq', 6144, 4096, 16): ('dot', 16, 64, 128, 4, 3),  # 21.4 us, bf16 F.linear 21.3 us
     ('int8_sq', 6144, 4096, 64): ('mm', 0, 0, 0),  # 25.9 us, bf16 F.linear 21.2 us
     ('int8_sq', 6144, 4096, 256): ('mm', 0, 0, 0),  # 48.0 us, bf16 F.linear 24.0 us
-    ('fp8', 4096, 4096, 1): ('h2', 1, 8, 1024, 4, 1, 1),  # 8.4 us (ew 10.8, mm 11.1), bf16 F.linear 16.9 us (session 9)
-    ('fp8', 4096, 4096, 2): ('h2', 2, 16, 512, 4, 2, 1),  # 9.6 us (ew 18.6, mm 10.8), bf16 F.linear 16.8 us (session 9)
+    ('fp8', 4096, 4096, 1): ('h2', 1, 8, 2048, 8, 1, 1),  # 8.3 us (session-9 row 8.4), bf16 F.linear 16.7 us (session 10)
+    ('fp8', 4096, 4096, 2): ('h2', 2, 8, 1024, 4, 2, 1),  # 9.3 us (session-9 row 9.6), bf16 F.linear 16.6 us (session 10)
     ('fp8', 4096, 4096, 4): ('mm', 0, 0, 0),  # 10.9 us (ew 27.7, h2 11.0), bf16 F.linear 16.7 us (session 9)
     ('fp8', 4096, 4096, 8): ('mm', 0, 0, 0),  # 10.8 us (h2 13.5), bf16 F.linear 16.7 us (session 9)
     ('fp8', 4096, 4096, 16): ('mm', 0, 0, 0),  # 11.1 us, bf16 F.linear 17.0 us
@@ -83,8 +84,8 @@ MEASURED: dict[tuple[str, int, int, int], tuple] = {
     ('int8_sq', 24576, 4096, 16): ('dot', 16, 64, 128, 4, 3),  # 44.3 us, bf16 F.linear 74.3 us
     ('int8_sq', 24576, 4096, 64): ('mm', 0, 0, 0),  # 66.8 us, bf16 F.linear 75.8 us
     ('int8_sq', 24576, 4096, 256): ('mm', 0, 0, 0),  # 130.2 us, bf16 F.linear 84.3 us
-    ('fp8', 4096, 12288, 1): ('h2', 1, 8, 1024, 4, 1, 1),  # 20.5 us (ew 26.9, mm 28.1), bf16 F.linear 39.7 us (session 9)
-    ('fp8', 4096, 12288, 2): ('h2', 2, 64, 256, 4, 1, 8),  # 21.6 us (ew 51.9, mm 28.4), bf16 F.linear 39.5 us (session 9)
+    ('fp8', 4096, 12288, 1): ('h2', 1, 8, 2048, 8, 1, 1),  # 19.7 us (session-9 row 20.5), bf16 F.linear 40.2 us (session 10)
+    ('fp8', 4096, 12288, 2): ('h2', 2, 16, 2048, 8, 1, 1),  # 21.5 us (session-9 row 21.6), bf16 F.linear 40.1 us (session 10)
     ('fp8', 4096, 12288, 4): ('h2', 4, 32, 256, 4, 2, 4),  # 24.5 us (ew 74.3, mm 28.1), bf16 F.linear 39.7 us (session 9)
     ('fp8', 4096, 12288, 8): ('mm', 0, 0, 0),  # 28.2 us (h2 29.7), bf16 F.linear 40.2 us (session 9)
     ('fp8', 4096, 12288, 16): ('mm', 0, 0, 0),  # 28.2 us, bf16 F.linear 40.7 us

@@ -12,6 +12,9 @@ the f16x2 sums of 8 products a half stay finite before they leave for fp32. A pr
 exact in fp16 unless it falls below 2^-14 into fp16's subnormals (both factors in e4m3's lowest binades); the sums
 round to fp16's 11 bits. y = 256 * s_w * s_x * sum (+ bias).
 
+Fused epilogue (`gated`, why: at batch 1 the act-and-mul kernel was a ~1.6 us launch a layer that bf16 folds into its
+down_proj GEMV): a [gate | up] layer can return act(gate) * up, each program holding matching gate and up rows.
+
 Layout: weight fp8 [N, K] read as int32 words [N, K/4]; a word is k..k+3 of a row, its low 16 bits convert to the
 (k, k+1) half pair, its high 16 bits to (k+2, k+3), so the x pairs are consecutive elements. `ASM=False` runs the
 same tiles in fp32 Triton arithmetic (the CPU interpreter tests the indexing with it; the GPU tests the PTX).

@@ -158,7 +158,7 @@ class QuantLinear(nn.Module):
         the FP8 decode GEMV runs the call (no act-and-mul launch, same rounding)."""
         kind = getattr(act, "kind", None)
         pair = len(self.output_sizes) == 2 and self.output_sizes[0] == self.output_sizes[1]
-        y = quant_linear(self, x, gated=kind) if x.is_cuda and kind and pair and GATED else None
+        y = quant_linear(self, x, gated=kind) if kind and pair and GATED else None   # None off the GPU too
         return y if y is not None else act(self(x))
 
     def _fp8_scaled_mm(self, x: torch.Tensor) -> torch.Tensor:
